@@ -1,0 +1,1 @@
+"""The platform seam. Everything above this package sees Xen only through ``api``."""

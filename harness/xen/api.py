@@ -1,0 +1,161 @@
+"""Typed interfaces of the platform seam: Store, Grants, EventChannels, bundled per domain.
+
+The frontend, toolstack and reference backend use these and nothing else, so the same code
+runs on the simulated Xen (``harness.xen.sim``) and on a real host (``harness.xen.real``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar, runtime_checkable
+
+from protocol_models.xenstore import XsError
+
+T = TypeVar("T")
+
+
+class XenTimeout(TimeoutError):
+    """A wait on the platform ran out of time (the peer is hung or gone)."""
+
+
+@dataclass(frozen=True)
+class Perm:
+    """One XenStore permission entry: ``n0``, ``r5``, ``w3``, ``b2``."""
+
+    access: str  # "n", "r", "w" or "b"
+    domid: int
+
+    def __post_init__(self) -> None:
+        if self.access not in ("n", "r", "w", "b"):
+            raise ValueError(f"bad permission letter {self.access!r}")
+
+    def __str__(self) -> str:
+        return f"{self.access}{self.domid}"
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Perm:
+        s = text.decode() if isinstance(text, bytes) else text
+        if len(s) < 2:
+            raise ValueError(f"bad permission {s!r}")
+        return cls(s[0], int(s[1:], 0))
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    path: str
+    token: str
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A XenStore connection for one domain. Paths may be relative to the domain's path.
+    ``tx`` is a transaction id (0: none). Failures raise :class:`XsError` by errno name."""
+
+    domid: int
+
+    def read(self, path: str, tx: int = 0) -> bytes: ...
+    def write(self, path: str, value: bytes | str, tx: int = 0) -> None: ...
+    def mkdir(self, path: str, tx: int = 0) -> None: ...
+    def rm(self, path: str, tx: int = 0) -> None: ...
+    def directory(self, path: str, tx: int = 0) -> list[str]: ...
+    def get_perms(self, path: str, tx: int = 0) -> list[Perm]: ...
+    def set_perms(self, path: str, perms: Sequence[Perm], tx: int = 0) -> None: ...
+    def watch(self, path: str, token: str) -> None: ...
+    def unwatch(self, path: str, token: str) -> None: ...
+    def next_event(self, timeout: float) -> WatchEvent | None:
+        """The next watch event, or None once ``timeout`` seconds pass without one."""
+        ...
+    def transaction_start(self) -> int: ...
+    def transaction_end(self, tx: int, commit: bool = True) -> bool:
+        """True when committed (or aborted as asked); False on a conflict (EAGAIN)."""
+        ...
+    def get_domain_path(self, domid: int) -> str: ...
+    def close(self) -> None: ...
+
+
+def in_transaction(store: Store, body: Callable[[int], T], *, attempts: int = 20,
+                   timeout: float = 10.0) -> T:
+    """Run ``body(tx)`` in a transaction, restarting it on EAGAIN as Linux and libxl do."""
+    deadline = time.monotonic() + timeout
+    for _ in range(attempts):
+        tx = store.transaction_start()
+        try:
+            result = body(tx)
+        except BaseException:
+            try:
+                store.transaction_end(tx, commit=False)
+            except XsError:
+                pass
+            raise
+        if store.transaction_end(tx, commit=True):
+            return result
+        if time.monotonic() > deadline:
+            break
+    raise XsError("EAGAIN", f"transaction still conflicting after {attempts} attempts")
+
+
+class SharedPages(Protocol):
+    """Pages allocated by the granting side: one contiguous, writable view."""
+
+    npages: int
+
+    @property
+    def view(self) -> memoryview: ...
+    def page(self, index: int) -> memoryview: ...
+    def free(self) -> None: ...
+
+
+class Mapping(Protocol):
+    """Foreign pages mapped by the mapping side as one contiguous view."""
+
+    domid: int
+    refs: tuple[int, ...]
+    readonly: bool
+
+    @property
+    def view(self) -> memoryview: ...
+    def unmap(self) -> None: ...
+
+
+@runtime_checkable
+class Grants(Protocol):
+    """Grant tables, both sides."""
+
+    def alloc_pages(self, npages: int) -> SharedPages: ...
+    def grant(self, pages: SharedPages, index: int, domid: int, readonly: bool = False) -> int:
+        """Grant page ``index`` of ``pages`` to ``domid``; returns the grant ref."""
+        ...
+    def revoke(self, ref: int) -> bool:
+        """End foreign access. False when the grant is still mapped by its grantee (it stays
+        busy and is released at unmap, as gnttab_end_foreign_access defers it)."""
+        ...
+    def map(self, domid: int, refs: Sequence[int], readonly: bool = False) -> Mapping: ...
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class EventChannels(Protocol):
+    """An event-channel handle; ``fileno()`` is readable while events are pending."""
+
+    def alloc_unbound(self, remote_domid: int) -> int: ...
+    def bind_interdomain(self, remote_domid: int, remote_port: int) -> int: ...
+    def notify(self, port: int) -> None: ...
+    def unbind(self, port: int) -> None: ...
+    def fileno(self) -> int: ...
+    def wait(self, timeout: float) -> list[int]:
+        """Local ports that fired (each once, coalesced); [] when ``timeout`` passes."""
+        ...
+    def close(self) -> None: ...
+
+
+class Domain(Protocol):
+    """Everything one domain identity uses of Xen."""
+
+    domid: int
+    store: Store
+    grants: Grants
+    evtchn: EventChannels
+
+    def close(self) -> None: ...
