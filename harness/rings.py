@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from protocol_models import codec
 from protocol_models.constants import (
     XENSND_IN_RING_LEN,
     XENSND_IN_RING_OFFS,
@@ -21,11 +22,13 @@ from protocol_models.constants import (
 MASK32 = 0xFFFFFFFF
 _U32 = struct.Struct("<I")
 
-# struct xen_sndif_sring / struct xensnd_event_page field offsets; checked against the
-# models (and through them against the C header) by tests/test_rings.py.
-REQ_PROD, REQ_EVENT, RSP_PROD, RSP_EVENT = 0, 4, 8, 12
-RING_HEADER_SIZE = 64
-IN_CONS, IN_PROD = 0, 4
+# Field offsets come from the models (checked against sndif.h by the header cross-check).
+_RING = {f.name: f.offset for f in codec.RING_HEADER.fields}
+_EVT_PAGE = {f.name: f.offset for f in codec.EVENT_PAGE_HEADER.fields}
+REQ_PROD, REQ_EVENT, RSP_PROD, RSP_EVENT = (
+    _RING[n] for n in ("req_prod", "req_event", "rsp_prod", "rsp_event"))
+RING_HEADER_SIZE = codec.RING_HEADER.size
+IN_CONS, IN_PROD = _EVT_PAGE["in_cons"], _EVT_PAGE["in_prod"]
 
 
 def u32(value: int) -> int:

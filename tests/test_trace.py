@@ -55,3 +55,12 @@ def test_render_is_relative_to_first_record():
     assert lines[0].split()[0] == "0.000"
     assert lines[1].split()[0] == "2.500"
     assert "d1" in lines[1] and "port=5" in lines[1]
+
+
+def test_render_dissects_ring_messages_with_the_models():
+    from protocol_models.codec import encode_req
+    from protocol_models.constants import Op
+
+    raw = encode_req(Op.TRIGGER, id=3, type=2)
+    line = render([TraceRecord(0, "req", 1, {"raw": raw.hex(), "stream": "0/0"})])
+    assert "TRIGGER" in line and "STOP" in line and "stream=0/0" in line
