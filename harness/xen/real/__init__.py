@@ -1,0 +1,1 @@
+"""Platform-seam implementations for a real Xen host."""

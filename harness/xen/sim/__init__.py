@@ -1,0 +1,1 @@
+"""The simulated hypervisor: xenstored, event channels, grant tables (one module each)."""

@@ -1,0 +1,207 @@
+"""The simulated Xen as one process: xenstored plus the hypervisor, on unix sockets in DIR.
+
+    python -m harness.xen.sim.daemon --dir DIR
+
+Layout: ``DIR/xenstored.sock`` (privileged dom0 xenstored), and per domain N (0 included)
+``DIR/domN/xenstored.sock`` and ``DIR/domN/hypervisor.sock``. ``DIR/ready`` appears once
+everything listens (and a ``ready`` line is printed); SIGTERM/SIGINT, the CTL_SHUTDOWN op or
+the death of the parent process stop it, removing every socket it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import logging
+import os
+import resource
+import shutil
+import signal
+import socket
+import sys
+from typing import Any, TextIO
+
+from harness.xen.sim.hvserver import HvServer
+from harness.xen.sim.hypervisor import Hypervisor
+
+log = logging.getLogger("harness.xen.sim.daemon")
+
+PR_SET_PDEATHSIG = 1
+READY_FILE = "ready"
+
+
+def xenstored_path(dir: str, domid: int | None = None) -> str:
+    """dom0's privileged socket for None, else the socket that speaks as ``domid``."""
+    if domid is None:
+        return os.path.join(dir, "xenstored.sock")
+    return os.path.join(dir, f"dom{domid}", "xenstored.sock")
+
+
+def hypervisor_path(dir: str, domid: int) -> str:
+    return os.path.join(dir, f"dom{domid}", "hypervisor.sock")
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the parent dies, so a killed test run leaks nothing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.warning("prctl(PR_SET_PDEATHSIG) unavailable")
+
+
+def _raise_fd_limit() -> None:
+    # one memfd per live page and two sockets per bound channel
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                        else 1 << 20, hard))
+        except (ValueError, OSError):
+            pass
+
+
+class Daemon:
+    def __init__(self, dir: str, out: TextIO | None = None, watch_parent: bool = True) -> None:
+        self.dir = os.path.abspath(dir)
+        self.watch_parent = watch_parent
+        self.out = out
+        self.hv = Hypervisor()
+        self.server = HvServer(self.hv, on_create=self._create, on_destroy=self._destroy,
+                               on_shutdown=self.stop)
+        self._stop = False
+        self.xs_state: Any = None
+        self.xs_server: Any = None
+        self._made_dirs: list[str] = []
+
+    # xenstored is another module; the hypervisor works without it (for its own tests).
+    def _start_xenstored(self) -> None:
+        try:
+            from harness.xen.sim.xenstored import XenstoreServer, XenstoreState
+        except ImportError as exc:
+            log.warning("no simulated xenstored (%s): hypervisor only", exc)
+            return
+        self.xs_state = XenstoreState()
+        self.xs_server = XenstoreServer(self.xs_state)
+        self.xs_server.add_listener(xenstored_path(self.dir), 0)
+        self.xs_server.start()
+
+    def _domain_dir(self, domid: int) -> str:
+        return os.path.join(self.dir, f"dom{domid}")
+
+    def _create(self, domid: int, name: str) -> None:
+        ddir = self._domain_dir(domid)
+        os.makedirs(ddir, exist_ok=True)
+        self.server.add_domain_socket(domid, hypervisor_path(self.dir, domid))
+        if self.xs_server is not None:
+            self.xs_server.add_listener(xenstored_path(self.dir, domid), domid)
+            if domid != 0:
+                self.xs_state.introduce(domid)
+
+    def _destroy(self, domid: int) -> None:
+        self.server.remove_domain_socket(domid)
+        if self.xs_server is not None:
+            self.xs_server.remove_listener(xenstored_path(self.dir, domid))
+            self.xs_state.release(domid)
+        shutil.rmtree(self._domain_dir(domid), ignore_errors=True)
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> int:
+        os.makedirs(self.dir, exist_ok=True)
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
+        handlers = {s: signal.signal(s, lambda *_: self.stop())
+                    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        self.server.add_reader(wake_r, lambda: wake_r.recv(4096))
+        parent = os.getppid()
+        try:
+            self._start_xenstored()
+            self._create(0, "Domain-0")
+            with open(os.path.join(self.dir, READY_FILE), "w") as f:
+                f.write(f"{os.getpid()}\n")
+            if self.out is not None:
+                self._announce()
+            while not self._stop:
+                self.server.poll(0.5)
+                # PDEATHSIG may be unavailable, or the parent died before prctl
+                if self.watch_parent and os.getppid() != parent:
+                    log.warning("parent died; stopping")
+                    break
+        finally:
+            self._cleanup()
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            wake_r.close()
+            wake_w.close()
+        return 0
+
+    def _announce(self) -> None:
+        assert self.out is not None
+        print(f"xen-sim: dir {self.dir}", file=self.out)
+        print(f"xen-sim: dom0 xenstored (privileged): {xenstored_path(self.dir)}", file=self.out)
+        print(f"xen-sim: dom0 hypervisor (control):   {hypervisor_path(self.dir, 0)}",
+              file=self.out)
+        print("xen-sim: environment for a dom0 process:", file=self.out)
+        for k, v in sim_env(self.dir, 0).items():
+            print(f"  export {k}={v}", file=self.out)
+        print("ready", file=self.out, flush=True)
+
+    def _cleanup(self) -> None:
+        for domid in [d.domid for d in self.hv.list_domains()]:
+            if self.xs_server is not None:
+                try:
+                    self.xs_server.remove_listener(xenstored_path(self.dir, domid))
+                except Exception:
+                    pass
+            shutil.rmtree(self._domain_dir(domid), ignore_errors=True)
+        if self.xs_server is not None:
+            try:
+                self.xs_server.remove_listener(xenstored_path(self.dir))
+            except Exception:
+                pass
+            self.xs_server.stop()
+        self.server.close()
+        self.hv.close()
+        for name in (READY_FILE, "xenstored.sock"):
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
+
+
+def sim_env(dir: str, domid: int) -> dict[str, str]:
+    """Environment for a process acting as ``domid`` (read by our clients and C libraries)."""
+    xs = xenstored_path(dir, None if domid == 0 else domid)
+    return {
+        "XENSTORED_PATH": xs,
+        "XEN_SIM_DIR": dir,
+        "XEN_SIM_DOMID": str(domid),
+        "XEN_SIM_HYPERVISOR": hypervisor_path(dir, domid),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.xen.sim.daemon",
+                                     description="Run the simulated Xen (xenstored + "
+                                                 "hypervisor) on unix sockets in DIR.")
+    parser.add_argument("--dir", required=True, help="directory for the sockets")
+    parser.add_argument("--quiet", action="store_true", help="don't print the ready banner")
+    parser.add_argument("--no-pdeathsig", action="store_true",
+                        help="keep running when the parent dies (for `sim run`)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="xen-sim: %(message)s")
+    if not args.no_pdeathsig:
+        _die_with_parent()
+    _raise_fd_limit()
+    return Daemon(args.dir, None if args.quiet else sys.stdout,
+                  watch_parent=not args.no_pdeathsig).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""The hypervisor socket server: one listening SOCK_SEQPACKET socket per domain, identity by
+socket, a single-threaded selector loop turning requests into :class:`Hypervisor` calls.
+
+Every request is answered before the next is read, and asynchronous messages are sent the
+moment they arise, so a client that sends EVTCHN_STATUS sees any ASYNC_EVTCHN_BOUND for its
+ports before the reply.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.xen.sim import hvproto as P
+from harness.xen.sim.hvproto import Op
+from harness.xen.sim.hypervisor import HvError, Hypervisor
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT = 2.0  # a client that doesn't read its socket for this long is dropped
+
+
+@dataclass
+class Conn:
+    id: int
+    domid: int
+    sock: socket.socket
+
+
+class HvServer:
+    """Serves ``hv`` on per-domain sockets. ``on_create``/``on_destroy`` hook the rest of the
+    simulation (xenstored, socket directories) into the control ops."""
+
+    def __init__(self, hv: Hypervisor, *,
+                 on_create: Callable[[int, str], None] | None = None,
+                 on_destroy: Callable[[int], None] | None = None,
+                 on_shutdown: Callable[[], None] | None = None) -> None:
+        self.hv = hv
+        self.sel = selectors.DefaultSelector()
+        self._listeners: dict[int, tuple[socket.socket, str]] = {}
+        self._conns: dict[int, Conn] = {}
+        self._next_conn = 1
+        self.on_create = on_create
+        self.on_destroy = on_destroy
+        self.on_shutdown = on_shutdown
+
+    # -------------------------------------------------------------- listeners
+
+    def add_domain_socket(self, domid: int, path: str) -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.bind(path)
+        sock.listen(64)
+        sock.setblocking(False)
+        self._listeners[domid] = (sock, path)
+        self.sel.register(sock, selectors.EVENT_READ, ("listen", domid))
+
+    def remove_domain_socket(self, domid: int) -> None:
+        entry = self._listeners.pop(domid, None)
+        if entry is None:
+            return
+        sock, path = entry
+        self.sel.unregister(sock)
+        sock.close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def domain_conns(self, domid: int) -> list[int]:
+        return [c.id for c in self._conns.values() if c.domid == domid]
+
+    def drop_domain_conns(self, domid: int) -> None:
+        for cid in self.domain_conns(domid):
+            self._drop(cid, release=False)
+
+    def close(self) -> None:
+        for cid in list(self._conns):
+            self._drop(cid)
+        for domid in list(self._listeners):
+            self.remove_domain_socket(domid)
+        self.sel.close()
+
+    # ------------------------------------------------------------------- loop
+
+    def poll(self, timeout: float) -> None:
+        for key, _ in self.sel.select(timeout):
+            kind, ident = key.data
+            if kind == "listen":
+                self._accept(key.fileobj, ident)  # type: ignore[arg-type]
+            elif kind == "conn":
+                self._serve(ident)
+            elif kind == "extra":
+                ident()
+
+    def add_reader(self, fileobj: object, callback: Callable[[], None]) -> None:
+        self.sel.register(fileobj, selectors.EVENT_READ, ("extra", callback))  # type: ignore[arg-type]
+
+    def _accept(self, lsock: socket.socket, domid: int) -> None:
+        try:
+            sock, _ = lsock.accept()
+        except OSError:
+            return
+        sock.settimeout(SEND_TIMEOUT)
+        cid = self._next_conn
+        self._next_conn += 1
+        self._conns[cid] = Conn(cid, domid, sock)
+        self.sel.register(sock, selectors.EVENT_READ, ("conn", cid))
+
+    def _drop(self, cid: int, release: bool = True) -> None:
+        conn = self._conns.pop(cid, None)
+        if conn is None:
+            return
+        self.sel.unregister(conn.sock)
+        conn.sock.close()
+        if release:
+            self.hv.release_connection(cid, conn.domid)
+
+    def _send(self, conn: Conn, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> bool:
+        try:
+            P.send(conn.sock, data, fds)
+            return True
+        except OSError as exc:
+            log.info("dropping connection %d (domain %d): %s", conn.id, conn.domid, exc)
+            self._drop(conn.id)
+            return False
+
+    def _serve(self, cid: int) -> None:
+        conn = self._conns.get(cid)
+        if conn is None:
+            return
+        try:
+            msg = P.recv(conn.sock)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return
+        except (OSError, ValueError) as exc:
+            log.info("bad message on connection %d: %s", cid, exc)
+            self._drop(cid)
+            return
+        if msg is None:
+            self._drop(cid)
+            return
+        for fd in msg.fds:  # no request carries fds
+            os.close(fd)
+        try:
+            replies = self._dispatch(conn, msg)
+        except HvError as exc:
+            replies = [(P.pack(msg.op, msg.seq, status=-exc.errno), [])]
+        except (ValueError, struct.error, KeyError):
+            replies = [(P.pack(msg.op, msg.seq, status=-errno.EINVAL), [])]
+        for data, fds in replies:
+            if cid in self._conns:
+                self._send(conn, data, fds)
+        for _, fds in replies:
+            for fd in fds:
+                os.close(fd)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self, conn: Conn, msg: P.Message) -> list[tuple[bytes, list[int]]]:
+        op, seq, pl, hv, d = msg.op, msg.seq, msg.payload, self.hv, conn.domid
+
+        def reply(payload: bytes = b"", fds: list[int] | None = None,
+                  status: int = 0) -> list[tuple[bytes, list[int]]]:
+            return [(P.pack(op, seq, payload, status), fds or [])]
+
+        def chunked(entries: list[bytes], size: int, fds: list[int] | None = None,
+                    extra: int = 0) -> list[tuple[bytes, list[int]]]:
+            return [(P.pack(op, seq, payload), f)
+                    for payload, f in P.chunks(entries, fds, extra, size)]
+
+        if op == Op.EVTCHN_ALLOC_UNBOUND:
+            (remote,) = P.unpack_u32s(pl, 1)
+            return reply(P.u32s(hv.alloc_unbound(conn.id, d, remote)))
+        if op == Op.EVTCHN_BIND_INTERDOMAIN:
+            remote, rport = P.unpack_u32s(pl, 2)
+            res = hv.bind_interdomain(conn.id, d, remote, rport)
+            owner = self._conns.get(res.owner_conn)
+            if owner is not None:
+                self._send(owner, P.pack(Op.ASYNC_EVTCHN_BOUND, 0,
+                                         P.u32s(res.owner_port, d, res.port)),
+                           [res.owner_fd])
+            # dup: the reply's fds are closed after sending, the hypervisor keeps its own
+            return reply(P.u32s(res.port), [os.dup(res.fd)])
+        if op == Op.EVTCHN_UNBIND:
+            (port,) = P.unpack_u32s(pl, 1)
+            hv.unbind(conn.id, d, port)
+            return reply()
+        if op == Op.EVTCHN_STATUS:
+            (port,) = P.unpack_u32s(pl, 1)
+            p = hv.port_status(d, port)
+            if p is None:
+                return reply(P.u32s(P.PortState.CLOSED, 0, 0))
+            return reply(P.u32s(p.state, p.remote_domid, p.remote_port))
+        if op == Op.EVTCHN_RESET:
+            hv.reset(conn.id, d)
+            return reply()
+        if op == Op.GNT_ALLOC:
+            (n,) = P.unpack_u32s(pl, 1)
+            pages = hv.alloc_pages(conn.id, d, n)
+            return chunked([P.u32s(pid) for pid, _ in pages], 4, [fd for _, fd in pages])
+        if op == Op.GNT_GRANT:
+            page_id, grantee, flags = P.unpack_u32s(pl, 3)
+            ref = hv.grant(conn.id, d, page_id, grantee, bool(flags & P.GRANT_READONLY))
+            return reply(P.u32s(ref))
+        if op == Op.GNT_REVOKE:
+            (ref,) = P.unpack_u32s(pl, 1)
+            return reply(status=0 if hv.revoke(conn.id, d, ref) else -errno.EBUSY)
+        if op == Op.GNT_FREE:
+            (n,) = P.unpack_u32s(pl, 1)
+            hv.free_pages(conn.id, d, list(P.unpack_u32s(pl, n, 4)))
+            return reply()
+        if op == Op.GNT_MAP:
+            granter, flags, n = P.unpack_u32s(pl, 3)
+            refs = list(P.unpack_u32s(pl, n, 12))
+            mid, fds = hv.map(conn.id, d, granter, refs, bool(flags & P.GRANT_READONLY))
+            return chunked([P.u32s(r) for r in refs], 4, fds, extra=mid)
+        if op == Op.GNT_UNMAP:
+            (mid,) = P.unpack_u32s(pl, 1)
+            hv.unmap(conn.id, mid)
+            return reply()
+        if op == Op.WHOAMI:
+            return reply(P.u32s(d))
+        if Op.CTL_CREATE_DOMAIN <= op <= Op.CTL_SHUTDOWN:
+            if d != 0:
+                raise HvError(errno.EPERM, "control ops are for domain 0")
+            return self._control(op, pl, reply, chunked)
+        raise HvError(errno.ENOSYS, f"unknown op {op:#x}")
+
+    def _control(self, op: int, pl: bytes, reply: Callable[..., list],
+                 chunked: Callable[..., list]) -> list[tuple[bytes, list[int]]]:
+        hv = self.hv
+
+        def opt(v: int) -> int | None:
+            return None if v == P.ANY else v
+
+        if op == Op.CTL_CREATE_DOMAIN:
+            (domid,) = P.unpack_u32s(pl, 1)
+            name = pl[4:].split(b"\0", 1)[0].decode("utf-8", "replace")[:P.NAME_LEN - 1]
+            hv.create_domain(domid, name)
+            if self.on_create is not None:
+                try:
+                    self.on_create(domid, name)
+                except OSError as exc:
+                    hv.destroy_domain(domid, [])
+                    raise HvError(exc.errno or errno.EIO, str(exc)) from exc
+            return reply()
+        if op == Op.CTL_DESTROY_DOMAIN:
+            (domid,) = P.unpack_u32s(pl, 1)
+            conns = self.domain_conns(domid)
+            hv.destroy_domain(domid, conns)
+            self.drop_domain_conns(domid)
+            if self.on_destroy is not None:
+                self.on_destroy(domid)
+            return reply()
+        if op == Op.CTL_LIST_DOMAINS:
+            recs = [P.DOMAIN_REC.pack(dm.domid, P.DOMAIN_FLAG_PRIVILEGED if dm.domid == 0
+                                      else 0, dm.name.encode()[:P.NAME_LEN - 1])
+                    for dm in hv.list_domains()]
+            return chunked(recs, P.DOMAIN_REC.size)
+        if op == Op.CTL_MAPPINGS:
+            granter, mapper, flags = P.unpack_u32s(pl, 3)
+            recs = [P.MAPPING_REC.pack(r.granter, r.mapper, r.ref,
+                                       (P.MAP_FLAG_READONLY if r.readonly else 0)
+                                       | (0 if r.until else P.MAP_FLAG_MAPPED),
+                                       r.since, r.until, r.map_id, 0)
+                    for r in hv.mappings(opt(granter), opt(mapper), bool(flags & 1))]
+            return chunked(recs, P.MAPPING_REC.size)
+        if op == Op.CTL_PORTS:
+            (domid,) = P.unpack_u32s(pl, 1)
+            recs = [P.PORT_REC.pack(p.domid, p.port, p.state, p.remote_domid, p.remote_port)
+                    for p in hv.ports(opt(domid))]
+            return chunked(recs, P.PORT_REC.size)
+        if op == Op.CTL_GRANTS:
+            (domid,) = P.unpack_u32s(pl, 1)
+            recs = [P.GRANT_REC.pack(g.domid, g.ref, g.grantee,
+                                     (P.GRANT_FLAG_READONLY if g.readonly else 0)
+                                     | (P.GRANT_FLAG_BUSY if g.revoked else 0), g.nmaps)
+                    for g in hv.grants(opt(domid))]
+            return chunked(recs, P.GRANT_REC.size)
+        if op == Op.CTL_BUSY_REVOKES:
+            (granter,) = P.unpack_u32s(pl, 1)
+            recs = [P.REVOKE_REC.pack(r.granter, r.ref, r.grantee, 0, r.at, r.released)
+                    for r in hv.busy_revokes(opt(granter))]
+            return chunked(recs, P.REVOKE_REC.size)
+        if op == Op.CTL_SHUTDOWN:
+            if self.on_shutdown is not None:
+                self.on_shutdown()
+            return reply()
+        raise HvError(errno.ENOSYS, f"unknown control op {op:#x}")

@@ -1,0 +1,181 @@
+"""Start and stop the simulated Xen daemon around a block of code.
+
+    with running_sim() as sim:
+        sim.create_domain(1, "guest")
+        front = sim.domain(1)
+        ...
+
+The daemon runs as a subprocess in its own process group and dies with its parent
+(PR_SET_PDEATHSIG). On exit (normal, exception or KeyboardInterrupt) it is stopped with
+SIGTERM, then SIGKILL, and the runner checks that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from harness.xen.api import XenTimeout
+from harness.xen.sim.client import SimControl, SimDomain
+from harness.xen.sim.daemon import READY_FILE, hypervisor_path, sim_env, xenstored_path
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+
+class SimLeak(RuntimeError):
+    """The simulation left something behind (a process, a socket file, a directory)."""
+
+
+class Sim:
+    """A running simulated Xen: paths, environments, domains and accounting."""
+
+    def __init__(self, dir: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        self.dir = dir
+        self.proc = proc
+        self.timeout = timeout
+        self._control: SimControl | None = None
+        self._domains: list[SimDomain] = []
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def control(self) -> SimControl:
+        if self._control is None:
+            self._control = SimControl(hypervisor_path(self.dir, 0), self.timeout)
+        return self._control
+
+    def xenstored_path(self, domid: int) -> str:
+        """The xenstored socket that speaks as ``domid`` (dom0: the privileged one)."""
+        return xenstored_path(self.dir, None if domid == 0 else domid)
+
+    def hypervisor_path(self, domid: int) -> str:
+        return hypervisor_path(self.dir, domid)
+
+    def env(self, domid: int) -> dict[str, str]:
+        """os.environ plus what a process acting as ``domid`` needs."""
+        return {**os.environ, **sim_env(self.dir, domid)}
+
+    def create_domain(self, domid: int, name: str = "") -> None:
+        self.control.create_domain(domid, name or f"domain-{domid}")
+
+    def destroy_domain(self, domid: int) -> None:
+        self.control.destroy_domain(domid)
+
+    def domain(self, domid: int, store: bool = True) -> SimDomain:
+        """A connected :class:`SimDomain`; closed when the simulation stops."""
+        dom = SimDomain(self.dir, domid, self.timeout, store=store)
+        self._domains.append(dom)
+        return dom
+
+    def mappings(self, granter: int | None = None, mapper: int | None = None,
+                 history: bool = False) -> list[Any]:
+        return self.control.mappings(granter, mapper, history)
+
+    def ports(self, domid: int | None = None) -> list[Any]:
+        return self.control.ports(domid)
+
+    def grants(self, domid: int | None = None) -> list[Any]:
+        return self.control.grants(domid)
+
+    def busy_revokes(self, granter: int | None = None) -> list[Any]:
+        return self.control.busy_revokes(granter)
+
+    def close_clients(self) -> None:
+        for dom in self._domains:
+            with contextlib.suppress(OSError):
+                dom.close()
+        self._domains.clear()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+
+def _wait_ready(dir: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    ready = os.path.join(dir, READY_FILE)
+    while not os.path.exists(ready):
+        if proc.poll() is not None:
+            raise RuntimeError(f"xen-sim daemon exited with status {proc.returncode} "
+                               "before it was ready")
+        if time.monotonic() > deadline:
+            raise XenTimeout(f"xen-sim daemon not ready after {timeout:.0f}s")
+        time.sleep(0.01)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, then SIGKILL to the whole process group after ``timeout`` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    # anything the daemon started in its group goes too
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def leftovers(dir: str) -> list[str]:
+    """Socket files and ready marker still present under ``dir``."""
+    found = []
+    for root, _, files in os.walk(dir):
+        for f in files:
+            if f.endswith(".sock") or f == READY_FILE:
+                found.append(os.path.join(root, f))
+    return found
+
+
+@contextlib.contextmanager
+def running_sim(dir: str | None = None, *, timeout: float = 5.0,
+                start_timeout: float = START_TIMEOUT) -> Iterator[Sim]:
+    """Run the simulated Xen daemon for the duration of the block."""
+    made = dir is None
+    dir = tempfile.mkdtemp(prefix="xen-sim-") if dir is None else os.path.abspath(dir)
+    os.makedirs(dir, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.xen.sim.daemon", "--dir", dir, "--quiet"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": _pythonpath()})
+    sim: Sim | None = None
+    try:
+        _wait_ready(dir, proc, start_timeout)
+        sim = Sim(dir, proc, timeout)
+        yield sim
+    finally:
+        if sim is not None:
+            sim.close_clients()
+        stop_daemon(proc)
+        problems = []
+        if proc.returncode not in (0, -signal.SIGTERM):
+            problems.append(f"daemon exit status {proc.returncode}")
+        left = leftovers(dir)
+        if left:
+            problems.append(f"files left: {left}")
+        if made:
+            try:
+                os.rmdir(dir)
+            except OSError as exc:
+                problems.append(f"directory not empty: {dir}: {exc}")
+        if problems and sys.exc_info()[0] is None:
+            raise SimLeak("; ".join(problems))
+
+
+def _pythonpath() -> str:
+    # the daemon must import this very package, whatever the caller's working directory
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    old = os.environ.get("PYTHONPATH")
+    return root + (os.pathsep + old if old else "")
