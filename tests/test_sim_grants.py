@@ -46,6 +46,24 @@ def test_16_pages_shared_across_processes(sim, peer):
     assert len(sim.mappings(history=True)) == 16
 
 
+def test_share_pages_grants_every_page_to_one_domain(sim):
+    sim.create_domain(2, "other")
+    g0 = sim.domain(0, store=False).grants
+    pages = g0.share_pages(3, 1)
+    assert len(pages.refs) == 3 and 0 not in pages.refs
+    assert bytes(pages.view) == bytes(3 * PAGE)  # shared pages start zeroed
+    pages.page(2)[:4] = b"ring"
+    m = sim.domain(1, store=False).grants.map(0, pages.refs)
+    assert bytes(m.view[2 * PAGE:2 * PAGE + 4]) == b"ring"
+    m.unmap()
+    with pytest.raises(OSError):  # granted to domain 1, not 2
+        sim.domain(2, store=False).grants.map(0, pages.refs[:1])
+    ro = g0.share_pages(1, 1, readonly=True)
+    with pytest.raises(OSError):
+        sim.domain(1, store=False).grants.map(0, ro.refs)  # writable map of a read-only grant
+    sim.domain(1, store=False).grants.map(0, ro.refs, readonly=True).unmap()
+
+
 def test_mapping_a_ref_not_granted_to_you_fails(sim):
     sim.create_domain(2, "other")
     g0 = sim.domain(0, store=False).grants

@@ -97,9 +97,11 @@ def in_transaction(store: Store, body: Callable[[int], T], *, attempts: int = 20
 
 
 class SharedPages(Protocol):
-    """Pages allocated by the granting side: one contiguous, writable view."""
+    """Pages shared by the granting side: one contiguous, writable view and the grant ref
+    of each page (``refs[i]`` grants page ``i``)."""
 
     npages: int
+    refs: Sequence[int]
 
     @property
     def view(self) -> memoryview: ...
@@ -121,11 +123,15 @@ class Mapping(Protocol):
 
 @runtime_checkable
 class Grants(Protocol):
-    """Grant tables, both sides."""
+    """Grant tables, both sides.
 
-    def alloc_pages(self, npages: int) -> SharedPages: ...
-    def grant(self, pages: SharedPages, index: int, domid: int, readonly: bool = False) -> int:
-        """Grant page ``index`` of ``pages`` to ``domid``; returns the grant ref."""
+    Sharing allocates and grants in one step, to one domain, as ``xengntshr_share_pages``
+    and Linux's gntalloc do: a real host cannot grant a page it allocated earlier to a
+    domain named later, so the seam does not offer that.
+    """
+
+    def share_pages(self, npages: int, domid: int, readonly: bool = False) -> SharedPages:
+        """Allocate ``npages`` zeroed pages and grant each to ``domid``."""
         ...
     def revoke(self, ref: int) -> bool:
         """End foreign access. False when the grant is still mapped by its grantee (it stays

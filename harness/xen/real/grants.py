@@ -1,9 +1,7 @@
 """Grant tables on a real Xen host: ``/dev/xen/gntalloc`` grants, ``/dev/xen/gntdev`` maps.
 
 gntalloc grants a page when it allocates it (one grantee and one access mode per
-allocation), so :class:`RealGrants` is made for one grantee: ``alloc_pages`` allocates
-pages granted writable to it, and ``grant`` hands out the ref of an already granted page.
-Read-only grants need their own allocation (``alloc_pages(n, readonly=True)``).
+allocation), which is why the seam's sharing call is ``share_pages(n, domid, readonly)``.
 """
 
 from __future__ import annotations
@@ -82,10 +80,9 @@ class RealMapping:
 
 
 class RealGrants:
-    """``api.Grants`` over gntalloc/gntdev, granting to ``grantee`` (the peer domain)."""
+    """``api.Grants`` over gntalloc (sharing) and gntdev (mapping)."""
 
-    def __init__(self, grantee: int | None = None, max_grants: int = 4096) -> None:
-        self.grantee = grantee
+    def __init__(self, max_grants: int = 4096) -> None:
         self.max_grants = max_grants
         self._alloc_fd = -1
         self._dev_fd = -1
@@ -106,11 +103,10 @@ class RealGrants:
                 pass  # newer kernels dropped the limit (and may reject the ioctl)
         return self._dev_fd
 
-    def alloc_pages(self, npages: int, readonly: bool = False) -> RealSharedPages:
-        if self.grantee is None:
-            raise ValueError("RealGrants needs the grantee domain to allocate (gntalloc)")
+    def share_pages(self, npages: int, domid: int, readonly: bool = False) -> RealSharedPages:
+        """``api.Grants.share_pages`` over IOCTL_GNTALLOC_ALLOC_GREF."""
         arg = I.gntalloc_alloc_gref(npages)
-        arg.domid = self.grantee
+        arg.domid = domid
         arg.flags = 0 if readonly else I.GNTALLOC_FLAG_WRITABLE
         fd = self._gntalloc()
         fcntl.ioctl(fd, I.IOCTL_GNTALLOC_ALLOC_GREF, arg, True)
@@ -124,14 +120,6 @@ class RealGrants:
         for i, ref in enumerate(pages.refs):
             self._by_ref[ref] = (i, pages)
         return pages
-
-    def grant(self, pages: RealSharedPages, index: int, domid: int,  # type: ignore[override]
-              readonly: bool = False) -> int:
-        if domid != self.grantee or readonly != pages.readonly:
-            raise OSError(errno.EINVAL, "gntalloc grants at allocation: this page is granted "
-                                        f"to domain {self.grantee}"
-                                        f"{' read-only' if pages.readonly else ''}")
-        return pages.refs[index]
 
     def revoke(self, ref: int) -> bool:
         """Ends access to one page. gntalloc defers the release of a still-mapped grant

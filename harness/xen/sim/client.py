@@ -288,6 +288,7 @@ class SimSharedPages:
         self._grants = grants
         self.page_ids = page_ids
         self.npages = len(page_ids)
+        self.refs: list[int] = []  # filled by share_pages; alloc_pages leaves granting to you
         self._mapping = mapping
 
     @property
@@ -349,6 +350,16 @@ class SimGrants:
             raise
         pages = SimSharedPages(self, ids, mapping)
         self._pages.add(pages)
+        return pages
+
+    def share_pages(self, npages: int, domid: int, readonly: bool = False) -> SimSharedPages:
+        """``api.Grants.share_pages``: allocate, then grant every page to ``domid``."""
+        pages = self.alloc_pages(npages)
+        try:
+            pages.refs = [self.grant(pages, i, domid, readonly) for i in range(npages)]
+        except BaseException:
+            pages.free()
+            raise
         return pages
 
     def grant(self, pages: SimSharedPages, index: int, domid: int,  # type: ignore[override]
