@@ -36,6 +36,9 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
     run = sub.add_parser("run", help="run xenstored + hypervisor in the foreground")
     run.add_argument("--dir", help="directory for the sockets (default: a new temporary one)")
     run.set_defaults(handler=_run)
+    from harness.xen.sim.simexec import register_exec
+
+    register_exec(sub)
     b = benches.add_parser("sim", help="xenstore, event-channel and grant-map figures")
     b.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     b.set_defaults(handler=_bench)

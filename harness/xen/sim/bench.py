@@ -184,14 +184,21 @@ def run(seconds: float = 2.0, out: Callable[[str], None] = print) -> dict[str, f
             figures["xenstore_read_per_s"], figures["xenstore_write_per_s"] = xs
             out(f"xenstore read round trips/s: {xs[0]:,.0f}")
             out(f"xenstore write round trips/s: {xs[1]:,.0f}")
-        with evtchn_pinger(sim) as ev_step, raw_pinger() as raw_step:
-            rates = interleaved_rates({"evtchn": ev_step, "raw": raw_step}, 2 * seconds)
-        ev, raw = rates["evtchn"], rates["raw"]
+        from harness.xen.sim.simexec import c_evtchn_pinger
+
+        with evtchn_pinger(sim) as ev_step, raw_pinger() as raw_step, \
+                c_evtchn_pinger(sim) as c_step:
+            rates = interleaved_rates({"evtchn": ev_step, "raw": raw_step, "c": c_step},
+                                      3 * seconds)
+        ev, raw, c = rates["evtchn"], rates["raw"], rates["c"]
+        figures["c_evtchn_round_trips_per_s"] = c
         figures.update(evtchn_round_trips_per_s=ev, raw_socketpair_round_trips_per_s=raw,
                        evtchn_vs_raw=ev / raw)
         out(f"event-channel notify round trips/s (2 processes): {ev:,.0f}")
         out(f"raw socketpair ping-pong round trips/s (2 processes): {raw:,.0f}")
         out(f"event channel / raw ratio: {ev / raw:.2f} (target >= 0.5)")
+        out(f"C (replacement libxenevtchn) <-> Python notify round trips/s: {c:,.0f} "
+            f"({c / raw:.2f} of raw)")
         t_map, t_unmap = map_unmap_seconds(sim)
         figures.update(map16_s=t_map, unmap16_s=t_unmap)
         out(f"map 16-page buffer: {t_map * 1e6:,.0f} us")
