@@ -70,7 +70,13 @@ def test_playback_position_never_passes_the_written_octets():
     assert p.position_at(20 * MS) == 1000  # whole frames only
     assert p.next_deadline(20 * MS) == 20 * MS  # 1000 >= 192: due now
     p.reported = 960
-    assert p.next_deadline(20 * MS) is None  # 1152 > 1000: stalled until a WRITE
+    # 1152 > 1000: the next boundary waits for a WRITE, but the end of what was written is
+    # reported first, so a draining frontend sees its last partial period played (D-06).
+    assert p.next_deadline(20 * MS) == 20 * MS
+    assert p.due_boundaries(20 * MS) == [1000]
+    p.reported = 1000
+    assert p.next_deadline(20 * MS) is None  # stalled and reported: until a WRITE
+    assert p.due_boundaries(25 * MS) == []
     p.add_written(4000, 30 * MS)  # data arrives: playing resumes from now, not before
     assert p.position_at(30 * MS) == 1000
     assert p.position_at(31 * MS) == 1000 + 192
@@ -139,7 +145,12 @@ def test_playback_events_follow_written_data():
     assert ch.flush_events(5 * MS) == 0  # nothing written: position stays 0 (E-07)
     assert send(ch, front, 5 * MS, Op.WRITE, offset=0, length=400) == 0
     ch.flush_events(10 * MS)
-    assert positions(consumer) == [(0, 192), (1, 384)]  # capped at 400 -> 400
+    # capped at the 400 octets written; 400 itself is reported as the drain point (D-06)
+    assert positions(consumer) == [(0, 192), (1, 384), (2, 400)]
+    assert ch.flush_events(20 * MS) == 0  # stalled and reported: nothing more until a WRITE
+    assert send(ch, front, 20 * MS, Op.WRITE, offset=400, length=400) == 0
+    ch.flush_events(40 * MS)
+    assert positions(consumer) == [(3, 576), (4, 768), (5, 800)]  # boundaries resume
 
 
 def test_full_event_ring_coalesces_and_keeps_ids_gap_free():

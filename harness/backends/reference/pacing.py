@@ -30,7 +30,7 @@ class Pacer:
     position: int = 0  # octets at ``anchor_ns`` (or the frozen position when stopped)
     anchor_ns: int | None = None  # None: not advancing (OPENED, PAUSED)
     written: int = 0  # octets delivered by WRITE since OPEN
-    reported: int = 0  # the last period boundary sent as CUR_POS
+    reported: int = 0  # the last position sent as CUR_POS (a boundary, or a drain point)
 
     @property
     def running(self) -> bool:
@@ -85,7 +85,14 @@ class Pacer:
         pos = self.advance(now_ns)
         first = self.reported // self.period + 1
         last = pos // self.period
-        return [k * self.period for k in range(first, last + 1)]
+        due = [k * self.period for k in range(first, last + 1)]
+        limit = self._limit()
+        if limit is not None and pos == limit and limit % self.period and limit > self.reported:
+            # Everything written has been played but the end is not a period boundary:
+            # report it, or a draining frontend waits forever for the last partial
+            # period (SND-D-06).
+            due.append(limit)
+        return due
 
     def next_deadline(self, now_ns: int) -> int | None:
         """When the next boundary is reached (ns), ``now_ns`` if one is already due, None
@@ -93,10 +100,12 @@ class Pacer:
         if not self.period or self.anchor_ns is None:
             return None
         target = (self.reported // self.period + 1) * self.period
-        if self.position_at(now_ns) >= target:
-            return now_ns
         limit = self._limit()
         if limit is not None and target > limit:
-            return None  # the WRITE that lifts the limit re-plans
+            if limit <= self.reported:
+                return None  # stalled and reported: the WRITE that lifts the limit re-plans
+            target = limit  # the drain event at the end of what was written
+        if self.position_at(now_ns) >= target:
+            return now_ns
         frames = (target - self.position) // self.frame
         return self.anchor_ns + ceil_div(frames * NS, self.rate)
