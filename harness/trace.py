@@ -128,7 +128,8 @@ def render_record(rec: TraceRecord, t0_ns: int = 0) -> str:
 
 
 def render(records: Iterable[TraceRecord]) -> str:
-    recs = list(records)
+    """Records in time order (some, like the sim's grant accounting, are added late)."""
+    recs = sorted(records, key=lambda r: r.t_ns)
     t0 = recs[0].t_ns if recs else 0
     return "\n".join(render_record(r, t0) for r in recs)
 

@@ -7,100 +7,35 @@ killing and restarting the backend brings the frontend back without the toolstac
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import statistics
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from harness.backends.reference import audio_io as backend_mod
 from harness.frontend import audio
-from harness.frontend.driver import FrontendDevice
-from harness.toolstack.apply import create_device
-from harness.toolstack.plan import plan_device
-from harness.toolstack.vsnd_config import parse_xl_items
+from harness.session import BE_DOMID, FE_DOMID, Session, reference_session
 from harness.trace import Trace
-from harness.xen.sim.runner import Sim, running_sim
 from protocol_models.constants import PcmFormat, frame_size
 
-backend_mod = pytest.importorskip("harness.backends.reference.audio_io")
-
-FE, BE = 1, 0
+FE, BE = FE_DOMID, BE_DOMID
 RATE, FMT, CH = 48000, PcmFormat.S16_LE, 2
 BUFFER, PERIOD = 64 * 1024, 4096
-CARD = parse_xl_items([["card, sample-rates=48000, sample-formats=s16_le, "
-                        "buffer-size=65536",
-                        "pcm, name=dev0", "stream, unique-id=pb, type=p",
-                        "stream, unique-id=cap, type=c"]])[0]
-
-
-@dataclass
-class World:
-    sim: Sim
-    out: Path
-    tmp: Path
-    procs: list[subprocess.Popen[bytes]]
-    dev: FrontendDevice | None = None
-
-    @property
-    def backend(self) -> subprocess.Popen[bytes]:
-        return self.procs[-1]
-
-    def start_backend(self) -> subprocess.Popen[bytes]:
-        self.procs.append(start_backend(self.sim, self.out, self.tmp))
-        return self.backend
-
-
-def start_backend(sim: Sim, out: Path, tmp: Path) -> subprocess.Popen[bytes]:
-    log = open(tmp / "backend.log", "ab")
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "harness.backends.reference", "--domid", str(BE),
-             "--frontend-domid", str(FE), "--devid", "0", "--out", str(out),
-             "--capture-source", "sine:1000", "--log-level", "WARNING"],
-            env={**sim.env(BE), "PYTHONPATH": os.pathsep.join(sys.path)},
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    finally:
-        log.close()
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(5)
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    with running_sim() as sim:
-        sim.create_domain(FE, "guest")
-        w = World(sim, tmp_path / "wav", tmp_path, [])
-        w.start_backend()  # before the device exists, as a dom0 daemon would be
-        try:
-            create_device(sim.domain(0).store, plan_device(CARD, FE, BE, 0))
-            w.dev = FrontendDevice(sim.domain(FE), 0, trace=Trace(tmp_path / "fe.jsonl"))
-            w.dev.wait_connected(10)
-            yield w
-        finally:
-            if w.dev is not None:
-                w.dev.close()
-            for proc in w.procs:
-                stop(proc)
+def world(tmp_path: Path) -> Iterator[Session]:
+    with reference_session(tmp_path, trace=Trace(tmp_path / "fe.jsonl")) as session:
+        yield session
 
 
 def sine(nbytes: int) -> bytes:
     return backend_mod.sine_bytes(FMT, CH, RATE, 1000, 0, nbytes)
 
 
-def test_playback_and_capture(world: World) -> None:
+def test_playback_and_capture(world: Session) -> None:
     dev = world.dev
     assert dev is not None
     assert [s.type for s in dev.streams] == ["p", "c"]
@@ -109,7 +44,7 @@ def test_playback_and_capture(world: World) -> None:
     rep = audio.play(dev.stream("0/0"), pcm, RATE, FMT, CH, BUFFER, PERIOD)
     assert rep.ok and rep.drained, rep.error
     assert rep.data == pcm and rep.bytes_moved == len(pcm)
-    (wav,) = sorted(world.out.glob("*.wav"))
+    (wav,) = sorted((world.out / "wav").glob("*.wav"))
     assert backend_mod.read_wav_data(wav) == pcm  # byte-identical
     positions = [p for _, p, _ in rep.positions]
     assert positions == sorted(positions) and positions[-1] == len(pcm)
@@ -133,7 +68,7 @@ def test_playback_and_capture(world: World) -> None:
     assert cap.violations == [] and dev.violations == []
 
 
-def test_teardown_leaves_nothing(world: World) -> None:
+def test_teardown_leaves_nothing(world: Session) -> None:
     dev, sim = world.dev, world.sim
     assert dev is not None
     pb = dev.stream(0)
@@ -146,17 +81,17 @@ def test_teardown_leaves_nothing(world: World) -> None:
     assert sim.mappings(granter=FE) == []
     assert sim.grants(FE) == []
     assert [p for p in sim.ports(FE) if p.state.name != "FREE"] == []
-    assert stop(world.backend) == 0
+    assert world.stop_backend() == 0
     assert world.backend.poll() is not None
     assert [p for p in sim.ports(BE) if p.remote_domid == FE] == []
 
 
-def test_reconnects_after_backend_restart(world: World) -> None:
+def test_reconnects_after_backend_restart(world: Session) -> None:
     dev = world.dev
     assert dev is not None
     stream = dev.stream("0/0")
     assert stream.hw_param_query().ok
-    stop(world.backend, signal.SIGKILL)
+    world.stop_backend(signal.SIGKILL)
     world.start_backend()
     dev.wait_connected(15, generation=2)
     assert dev.stream("0/0") is stream

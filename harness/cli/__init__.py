@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "harness.cli.models_cmd",
     "harness.cli.sim_cmd",
+    "harness.cli.demo_cmd",
 )
 
 
