@@ -54,6 +54,8 @@ class _Run:
         self.r = report
         self.seen = len(stream.events)
         self.v0 = len(stream.violations)
+        self.hw = 0  # octets the backend reported played/captured (ALSA's hw_ptr)
+        self.last_move = time.monotonic()
 
     def call(self, resp: Response) -> Response:
         self.r.requests.append(resp)
@@ -74,6 +76,33 @@ class _Run:
 
     def wait_events(self, timeout: float) -> None:
         self.s.wait_for(lambda: len(self.s.events) > self.seen, timeout)
+
+    def started(self) -> None:
+        """After START: the hardware pointer (``hw``) follows CUR_POS from 0."""
+        self.r.started_ns = time.monotonic_ns()
+        self.hw = 0
+        self.last_move = time.monotonic()
+
+    def follow(self, stall_timeout: float, stall_after: float) -> bool:
+        """Wait a little for CUR_POS and advance ``hw``; False once the position has not
+        moved for ``stall_after`` seconds (the backend stopped reporting)."""
+        self.wait_events(min(stall_timeout, 0.2))
+        for ev in self.take_events():
+            if ev.position is not None and ev.position > self.hw:
+                self.hw = ev.position
+                self.last_move = time.monotonic()
+        return time.monotonic() - self.last_move <= stall_after
+
+    def close_stream(self, opened: bool) -> None:
+        """CLOSE (as ALSA's hw_free does) if OPEN succeeded; its failure is reported."""
+        if not opened:
+            return
+        try:
+            resp = self.s.close()
+            if resp is not None:
+                self.r.requests.append(resp)
+        except FrontendError as exc:
+            self.r.error = self.r.error or f"CLOSE: {exc}"
 
     def finish(self) -> None:
         self.take_events()
@@ -137,32 +166,20 @@ def play(stream: FrontendStream, pcm: bytes, rate: int, fmt: PcmFormat | int | s
 
         fill(0)  # prefill up to the start threshold (the whole buffer)
         run.call(stream.trigger(Trigger.START))
-        report.started_ns = time.monotonic_ns()
-        hw = 0
-        last_move = time.monotonic()
-        while hw < total:
-            run.wait_events(min(stall_timeout, 0.2))
-            for ev in run.take_events():
-                if ev.position is not None and ev.position > hw:
-                    hw = ev.position
-                    last_move = time.monotonic()
-            fill(min(hw, appl))
-            if time.monotonic() - last_move > stall_timeout + (buffer_sz / rate_bps):
+        run.started()
+        while run.hw < total:
+            moving = run.follow(stall_timeout, stall_timeout + buffer_sz / rate_bps)
+            fill(min(run.hw, appl))
+            if not moving:
                 break
-        report.drained = hw >= total
+        report.drained = run.hw >= total
         run.call(stream.trigger(Trigger.STOP))
     except FrontendError as exc:
         report.error = str(exc)
     finally:
         report.bytes_moved = appl
         report.data = pcm[:appl]
-        if opened:
-            try:
-                resp = stream.close()
-                if resp is not None:
-                    report.requests.append(resp)
-            except FrontendError as exc:
-                report.error = report.error or f"CLOSE: {exc}"
+        run.close_stream(opened)
         run.finish()
     return report
 
@@ -189,22 +206,16 @@ def capture(stream: FrontendStream, rate: int, fmt: PcmFormat | int | str, chann
         run.call(stream.open(rate, fmt, channels, buffer_sz, period_sz))
         opened = True
         run.call(stream.trigger(Trigger.START))
-        report.started_ns = time.monotonic_ns()
-        hw = 0
-        last_move = time.monotonic()
+        run.started()
         while appl < nbytes:
-            run.wait_events(min(stall_timeout, 0.2))
-            for ev in run.take_events():
-                if ev.position is not None and ev.position > hw:
-                    hw = ev.position
-                    last_move = time.monotonic()
-            while appl < min(hw, nbytes):
+            moving = run.follow(stall_timeout, stall_timeout + buffer_sz / rate_bps)
+            while appl < min(run.hw, nbytes):
                 off = appl % buffer_sz
-                n = min(period_sz, min(hw, nbytes) - appl, buffer_sz - off)
+                n = min(period_sz, min(run.hw, nbytes) - appl, buffer_sz - off)
                 resp = run.call(stream.read(off, n))
                 chunks.append(resp.data or b"")
                 appl += n
-            if time.monotonic() - last_move > stall_timeout + (buffer_sz / rate_bps):
+            if not moving:
                 break
         run.call(stream.trigger(Trigger.STOP))
     except FrontendError as exc:
@@ -212,12 +223,6 @@ def capture(stream: FrontendStream, rate: int, fmt: PcmFormat | int | str, chann
     finally:
         report.bytes_moved = appl
         report.data = b"".join(chunks)
-        if opened:
-            try:
-                resp = stream.close()
-                if resp is not None:
-                    report.requests.append(resp)
-            except FrontendError as exc:
-                report.error = report.error or f"CLOSE: {exc}"
+        run.close_stream(opened)
         run.finish()
     return report
