@@ -13,6 +13,7 @@ SIGTERM, then SIGKILL, and the runner checks that nothing is left behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
 import subprocess
@@ -163,7 +164,15 @@ def running_sim(dir: str | None = None, *, timeout: float = 5.0,
             problems.append(f"daemon exit status {proc.returncode}")
         left = leftovers(dir)
         if left:
+            # A daemon that died unclean (SIGKILL, crash) could not remove its sockets:
+            # report it, then remove them, so a dead sim never leaves files behind.
             problems.append(f"files left: {left}")
+            for path in left:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            for sub in sorted(glob.glob(os.path.join(dir, "dom*")), reverse=True):
+                with contextlib.suppress(OSError):
+                    os.rmdir(sub)
         if made:
             try:
                 os.rmdir(dir)
