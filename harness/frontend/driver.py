@@ -1,6 +1,6 @@
 """The thin I/O driver of the reference frontend: one device, its streams, one I/O thread.
 
-It does what Linux's ``xen-snd-front`` does around the sans-IO parts: E's
+It does what Linux's ``xen-snd-front`` does around the sans-IO parts: the
 :class:`~harness.frontend.xenbus_fsm.FrontendFsm` decides the XenBus handshake (A-10..A-21)
 and this module carries out its actions through the platform seam only (``api.Domain``);
 :mod:`stream_core` does the per-stream protocol. The I/O thread polls the event-channel
