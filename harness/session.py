@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,7 @@ class Session:
     backends: list[subprocess.Popen[bytes]] = field(default_factory=list)
     dev: FrontendDevice | None = None
     trace: Trace | None = None
+    defects: Sequence[str] = ()  # backend defects (``--defect``), e.g. to test the suites
 
     @property
     def backend(self) -> subprocess.Popen[bytes]:
@@ -70,7 +71,8 @@ class Session:
                 [sys.executable, "-m", "harness.backends.reference",
                  "--domid", str(BE_DOMID), "--frontend-domid", str(FE_DOMID), "--devid", "0",
                  "--out", str(self.out / "wav"), "--capture-source", self.capture_source,
-                 "--log-level", "WARNING"],
+                 "--log-level", "WARNING",
+                 *(arg for d in self.defects for arg in ("--defect", d))],
                 env={**self.sim.env(BE_DOMID), "PYTHONPATH": os.pathsep.join(sys.path)},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self.backends.append(proc)
@@ -83,12 +85,13 @@ class Session:
 @contextlib.contextmanager
 def reference_session(out: Path, *, card: VsndCard = DEFAULT_CARD,
                       capture_source: str = "sine:1000", connect_timeout: float = 10.0,
-                      trace: Trace | None = None) -> Iterator[Session]:
+                      trace: Trace | None = None, defects: Sequence[str] = ()
+                      ) -> Iterator[Session]:
     """Sim + reference backend + toolstack device + connected frontend; everything is
     stopped and reaped on the way out, whatever happened inside."""
     with running_sim() as sim:
         sim.create_domain(FE_DOMID, "guest")
-        session = Session(sim, out, capture_source, trace=trace)
+        session = Session(sim, out, capture_source, trace=trace, defects=tuple(defects))
         session.start_backend()  # before the device exists, as a dom0 daemon would be
         try:
             create_device(sim.domain(BE_DOMID).store, plan_device(card, FE_DOMID, BE_DOMID, 0))

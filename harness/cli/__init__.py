@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "harness.cli.models_cmd",
     "harness.cli.sim_cmd",
     "harness.cli.demo_cmd",
+    "harness.cli.defects_cmd",
 )
 
 

@@ -16,6 +16,7 @@ from harness.trace import Trace
 
 from .audio_io import FileAudio, parse_capture_spec
 from .connect import connect_domain
+from .defects import Defects, UnknownDefect
 from .driver import ReferenceBackend
 
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="append a JSONL trace to this file")
     p.add_argument("--no-close-on-exit", action="store_true",
                    help="on exit leave the BE state as it is instead of writing Closed")
+    p.add_argument("--defect", action="append", default=[], metavar="NAME",
+                   help="inject this bug (repeatable; 'sndif-harness defects' lists them)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -41,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        defects = Defects.of(args.defect)
+    except UnknownDefect as exc:
+        print(f"python -m harness.backends.reference: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(stream=sys.stderr, level=args.log_level,
                         format="%(asctime)s vsnd-be[%(process)d] %(levelname)s %(message)s")
     log = logging.getLogger("harness.backends.reference")
@@ -53,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     trace = Trace(args.trace) if args.trace else None
     backend = ReferenceBackend(domain, FileAudio(args.out, args.capture_source),
                                frontend_domid=args.frontend_domid, devid=args.devid,
-                               trace=trace, close_on_exit=not args.no_close_on_exit)
+                               trace=trace, close_on_exit=not args.no_close_on_exit,
+                               defects=defects)
 
     def stop(signum: int, frame: Any) -> None:
         backend.request_stop(0)

@@ -20,6 +20,7 @@ from protocol_models.xenstore import XsError
 from .audio_io import AudioFactory
 from .buffers import MapError
 from .channel import StreamChannel
+from .defects import NO_DEFECTS, Defects
 from .hw_space import StreamSpace
 from .stream import StreamCore, StreamInfo, StreamState
 from .xenbus_be import Action, BackendFsm, Connect, Disconnect, Log, SetState, WriteError
@@ -137,8 +138,10 @@ class VsndDevice:
 
     def __init__(self, domain: Domain, be_path: str, fe_domid: int, devid: int,
                  audio: AudioFactory, trace: Trace | None = None,
-                 on_ports: Callable[[VsndDevice], None] | None = None) -> None:
+                 on_ports: Callable[[VsndDevice], None] | None = None,
+                 defects: Defects = NO_DEFECTS) -> None:
         self.domain = domain
+        self.defects = defects
         self.store = domain.store
         self.be_path = be_path
         self.fe_domid = fe_domid
@@ -146,7 +149,7 @@ class VsndDevice:
         self.audio = audio
         self.trace = trace
         self.on_ports = on_ports  # the driver re-indexes its port table
-        self.fsm = BackendFsm()
+        self.fsm = BackendFsm(defects)
         self.fe_path = ""
         self.connections: list[Connection] = []
         self.token = f"vsnd-be-fe-{fe_domid}-{devid}"
@@ -208,7 +211,9 @@ class VsndDevice:
     def on_watch(self, path: str) -> None:
         """A watch event under the BE dir or on the FE state node."""
         if path == f"{self.fe_path}/{XsField.STATE}":
-            self.run(self.fsm.frontend_state(self.read_state(path)))
+            version = (self._read(f"{self.fe_path}/version")
+                       if self.defects.has("require-version-node") else None)
+            self.run(self.fsm.frontend_state(self.read_state(path), version))
             return
         online = self._read(f"{self.be_path}/{XsField.ONLINE}")
         state = self.read_state(f"{self.be_path}/{XsField.STATE}")
@@ -319,7 +324,8 @@ class VsndDevice:
         ring.attach()
         events = EventProducer(conn.maps[1].view[:XEN_PAGE_SIZE])
         events.attach()
-        core = StreamCore(info, memory, self.audio, on_state=self._stream_state(sname))
+        core = StreamCore(info, memory, self.audio, on_state=self._stream_state(sname),
+                          defects=self.defects)
         conn.channel = StreamChannel(core, ring, events,
                                      on_request=self._trace_request(sname),
                                      on_event=self._trace_event(sname))

@@ -24,6 +24,7 @@ from protocol_models.xenbus import XenbusState
 from protocol_models.xenstore import XsError
 
 from .audio_io import AudioFactory
+from .defects import NO_DEFECTS, Defects
 from .device import Connection, VsndDevice
 
 log = logging.getLogger("harness.backends.reference")
@@ -42,8 +43,10 @@ class ReferenceBackend:
 
     def __init__(self, domain: Domain, audio: AudioFactory, *,
                  frontend_domid: int | None = None, devid: int | None = None,
-                 trace: Trace | None = None, close_on_exit: bool = True) -> None:
+                 trace: Trace | None = None, close_on_exit: bool = True,
+                 defects: Defects = NO_DEFECTS) -> None:
         self.domain = domain
+        self.defects = defects  # injected bugs (defects.py); none for the correct backend
         self.store = domain.store
         self.audio = audio
         self.frontend_domid = frontend_domid
@@ -101,7 +104,9 @@ class ReferenceBackend:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self) -> int:
-        self._record("backend", note="start", root=self.root)
+        self._record("backend", note="start", root=self.root, defects=self.defects.sorted())
+        if self.defects:
+            log.warning("running with defects: %s", ", ".join(self.defects.sorted()))
         self.store.watch(self.root, ROOT_TOKEN)  # fires once now: finds existing devices
         forwarder = threading.Thread(target=self._forward_watches, daemon=True,
                                      name="vsnd-be-watch")
@@ -274,7 +279,7 @@ class ReferenceBackend:
         if state is None or self._read(f"{be_path}/{XsField.FRONTEND}") is None:
             return  # not (yet) a complete device
         device = VsndDevice(self.domain, be_path, fe, devid, self.audio, self.trace,
-                            on_ports=self._index_ports)
+                            on_ports=self._index_ports, defects=self.defects)
         self.devices[(fe, devid)] = device
         self._by_token[device.token] = device
         log.info("%s: found (BE state %s)", device.name, state.name)

@@ -12,6 +12,8 @@ from typing import NamedTuple
 from harness.frontend.card_config import PcmHw
 from protocol_models.constants import PCM_FORMATS, PcmFormat, XenErrno
 
+from .defects import NO_DEFECTS, Defects
+
 EINVAL = -int(XenErrno.EINVAL)
 U32_MAX = 0xFFFF_FFFF
 
@@ -71,18 +73,20 @@ class StreamSpace:
 
     # --- SND-F-01..F-06 ------------------------------------------------------------------
 
-    def query(self, req: HwParams) -> HwParams | int:
+    def query(self, req: HwParams, defects: Defects = NO_DEFECTS) -> HwParams | int:
         """Intersect ``req`` with the space. Returns the reduced space (a subset of the
         request, F-02/AMBIG-12) or ``-EINVAL`` when it is empty (F-06). Deterministic and
         idempotent: ``query(query(r)) == query(r)`` (F-05), since every bound below depends
         only on bounds that the first answer already fixed."""
+        if defects.has("hw-query-wider-than-asked"):
+            req = self.full_query()  # F-02: the request is ignored, not intersected
         formats = req.formats & self.formats
-        if not formats:
-            return EINVAL
         r_lo, r_hi = max(req.rates_min, self.rate_min), min(req.rates_max, self.rate_max)
         c_lo = max(req.channels_min, self.channels_min, 1)
         c_hi = min(req.channels_max, self.channels_max)
-        if r_lo > r_hi or c_lo > c_hi:
+        if not formats or r_lo > r_hi or c_lo > c_hi:
+            if defects.has("hw-query-success-on-empty"):
+                return HwParams(formats, r_lo, r_hi, c_lo, c_hi, 1, 0, 1, 0)  # F-06
             return EINVAL
         # The largest frame in the answer: any buffer inside it fits buffer-size whatever
         # format/channels the FE then picks (C-14).
@@ -92,7 +96,11 @@ class StreamSpace:
         p_lo = max(req.period_min, 1)
         p_hi = min(req.period_max, b_hi)
         if b_lo > b_hi or p_lo > p_hi:
+            if defects.has("hw-query-success-on-empty"):
+                return HwParams(formats, r_lo, r_hi, c_lo, c_hi, b_lo, b_hi, p_lo, p_hi)
             return EINVAL
+        if defects.has("hw-query-not-idempotent") and p_hi > p_lo:
+            p_hi -= 1  # F-05: re-querying the answer must return it unchanged
         return HwParams(formats, r_lo, r_hi, c_lo, c_hi, b_lo, b_hi, p_lo, p_hi)
 
     # --- SND-C-14/C-15 --------------------------------------------------------------------

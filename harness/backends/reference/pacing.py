@@ -31,6 +31,7 @@ class Pacer:
     anchor_ns: int | None = None  # None: not advancing (OPENED, PAUSED)
     written: int = 0  # octets delivered by WRITE since OPEN
     reported: int = 0  # the last position sent as CUR_POS (a boundary, or a drain point)
+    drain_event: bool = True  # False only with the defect "no-drain-event"
 
     @property
     def running(self) -> bool:
@@ -87,7 +88,8 @@ class Pacer:
         last = pos // self.period
         due = [k * self.period for k in range(first, last + 1)]
         limit = self._limit()
-        if limit is not None and pos == limit and limit % self.period and limit > self.reported:
+        if (self.drain_event and limit is not None and pos == limit and limit % self.period
+                and limit > self.reported):
             # Everything written has been played but the end is not a period boundary:
             # report it, or a draining frontend waits forever for the last partial
             # period (SND-D-06).
@@ -102,7 +104,7 @@ class Pacer:
         target = (self.reported // self.period + 1) * self.period
         limit = self._limit()
         if limit is not None and target > limit:
-            if limit <= self.reported:
+            if limit <= self.reported or not self.drain_event:
                 return None  # stalled and reported: the WRITE that lifts the limit re-plans
             target = limit  # the drain event at the end of what was written
         if self.position_at(now_ns) >= target:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from protocol_models.constants import XenErrno
 from protocol_models.xenbus import XenbusState
 
+from .defects import NO_DEFECTS, Defects
+
 S = XenbusState
 
 
@@ -63,7 +65,8 @@ _FE_GONE = (S.Closing, S.Closed, S.Initialising, S.Unknown, None)
 
 
 class BackendFsm:
-    def __init__(self) -> None:
+    def __init__(self, defects: Defects = NO_DEFECTS) -> None:
+        self.defects = defects
         self.state = S.Initialising
         self.frontend: XenbusState | None = None
         self.resources = False  # whether a Disconnect is owed
@@ -88,17 +91,28 @@ class BackendFsm:
             self.failed = True
             return [WriteError(int(XenErrno.EINVAL), message or "invalid configuration"),
                     *self._to(S.Closed, f"device config rejected: {message}")]
+        if self.defects.has("skip-initwait"):
+            return [Log("waiting for the frontend")]  # A-09: InitWait without waiting
         return self._to(S.InitWait, "device config valid")
 
-    def frontend_state(self, fe: XenbusState | None) -> list[Action]:
+    def frontend_state(self, fe: XenbusState | None, version: bytes | None = None
+                       ) -> list[Action]:
+        """``version``: the FE ``version`` node, read only for "require-version-node"
+        (A-04: the correct backend never requires it)."""
         self.frontend = fe
         if self.removed or self.state == S.Initialising:
             return []
         if self.state == S.InitWait and fe == S.Initialised:
+            if version is None and self.defects.has("require-version-node"):
+                return [Log("frontend Initialised: waiting for its 'version' node")]
             self.resources = True
             return [Log("frontend Initialised: connecting"), Connect()]
         if self.state == S.Connected and fe in _FE_GONE:
             name = "missing" if fe is None else fe.name
+            if fe == S.Initialising and self.defects.has("ignore-fe-restart"):
+                return []  # A-17: a FE restart must tear down
+            if fe in (S.Closing, S.Closed) and self.defects.has("no-initwait-after-fe-close"):
+                return [*self._teardown(), *self._to(S.Closed, f"frontend {name}")]  # A-16
             return [*self._teardown(), *self._to(S.InitWait, f"frontend {name}")]
         if self.state == S.Closing and self.failed and fe in _FE_GONE:
             self.failed = False
@@ -127,5 +141,7 @@ class BackendFsm:
             return []
         if online is False and state == S.Closing:
             self.removed = True
+            if self.defects.has("no-closed-on-removal"):
+                return self._teardown()  # A-18: Closed within 10 s
             return [*self._teardown(), *self._to(S.Closed, "removed by the toolstack")]
         return []
