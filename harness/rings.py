@@ -155,10 +155,12 @@ class BackRing:
         return prod
 
     def unconsumed_requests(self) -> int:
-        """RING_HAS_UNCONSUMED_REQUESTS: bounded by the free response slots."""
+        """RING_HAS_UNCONSUMED_REQUESTS: bounded by the free response slots, in ring.h's
+        unsigned arithmetic (a backend that produced more responses than it consumed
+        requests gets a wrapped, large bound, and goes on consuming, as C does)."""
         reqs = u32(self.req_prod - self.req_cons)
-        room = XENSND_RING_SIZE - u32(self.req_cons - self.rsp_prod_pvt)
-        return max(0, min(reqs, room))
+        room = u32(XENSND_RING_SIZE - u32(self.req_cons - self.rsp_prod_pvt))
+        return min(reqs, room)
 
     def copy_request(self) -> bytes:
         """RING_COPY_REQUEST: the request is copied out before use (no double fetch)."""

@@ -213,6 +213,11 @@ def _(d):
     return World(d).send((Op.CLOSE, {"id": 41}))
 
 
+@scenario("duplicate-response")
+def _(d):
+    return World(d).send((Op.CLOSE, {"id": 5}), (Op.CLOSE, {"id": 6}))
+
+
 @scenario("responses-out-of-order")
 def _(d):
     return World(d).send(*[(Op.CLOSE, {}) for _ in range(3)])

@@ -174,3 +174,17 @@ def test_wrap_slot_collision_is_refused_not_overwritten():
     assert not prod.put(msg(61))
     assert [struct.unpack_from("<I", e)[0] for e in cons.take_all()] == list(range(61))
     assert prod.put(msg(61))
+
+
+@given(start=NEAR_WRAP, extra=st.integers(1, 5))
+def test_back_ring_room_uses_ring_h_unsigned_arithmetic(start, extra):
+    """A backend that answered more than it consumed (answering twice) still sees the
+    requests waiting: RING_SIZE - (req_cons - rsp_prod_pvt) wraps in C, it is not 0."""
+    front, back, _ = pair(start)
+    for i in range(3):
+        front.put_request(msg(i))
+    front.push_requests()
+    back.copy_request()
+    for _ in range(1 + extra):
+        back.put_response(msg(0))
+    assert back.unconsumed_requests() == 2

@@ -73,6 +73,8 @@ class StreamChannel:
                     batch.insert(0, resp)  # B-08 (AMBIG-11): answered in reverse
                 else:
                     self.ring.put_response(resp)
+                if defects.has("duplicate-response"):
+                    self.ring.put_response(resp)  # B-08: exactly one response per request
                 if self.on_request is not None:
                     self.on_request(req, resp)
             for resp in batch:

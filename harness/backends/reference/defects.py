@@ -64,6 +64,8 @@ CATALOGUE: tuple[Defect, ...] = (
        "answers with the request id plus one"),
     _d("operation-not-echoed", "B", "SND-B-08 SND-B-09",
        "leaves the response operation 0 (OPEN) instead of echoing it"),
+    _d("duplicate-response", "B", "SND-B-08",
+       "answers every request twice (a retry path that re-sends the response)"),
     _d("responses-out-of-order", "B", "SND-B-08",
        "answers a batch of pipelined requests in reverse order"),
     _d("lose-request-under-load", "B", "SND-B-08",
