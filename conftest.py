@@ -1,11 +1,142 @@
-"""Root pytest configuration: options that choose the backend and platform under test."""
+"""Root pytest configuration: options that choose the backend and platform under test, and
+the fixtures a suite uses to run its cases against a supervised backend.
+
+    pytest suites/ --backend reference --defect hang-on-hw-query
+    pytest suites/ --backend exec:'./snd_be -v' --restart-policy every-case
+    pytest suites/ --backend attach
+
+Fixtures: ``backend_supervisor`` (session: one :class:`Supervisor` for the run) and
+``backend_case`` (per case: marks the backend log, gives ``case.dev``, and after the case
+checks the backend; a CRASH, HANG, or leaked resource fails the test with the verdict).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+pytest_plugins = ("pytester",)  # the harness's own tests run pytest inside pytest
+
+_SPEC_KEY = pytest.StashKey[Any]()
+_CASE_ATTR = "_sndif_case"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sndif-harness")
     group.addoption("--platform", default="sim", choices=("sim", "real"),
                     help="Xen platform: the simulated Xen (default) or a real Xen host")
+    group.addoption("--backend", default="reference", metavar="SPEC",
+                    help="backend under test: reference (default), exec:'COMMAND ARGS' "
+                         "(started as the backend domain; {domid}, {frontend_domid}, "
+                         "{devid}, {out} are replaced), or attach (already running)")
+    group.addoption("--defect", action="append", default=[], metavar="NAME",
+                    help="inject this defect into the reference backend (repeatable)")
+    group.addoption("--backend-domid", type=int, default=0, metavar="N",
+                    help="domain id of the backend (default 0)")
+    group.addoption("--restart-policy", default="on-failure",
+                    choices=("on-failure", "every-case"),
+                    help="restart the backend after a CRASH/HANG (default) or before every "
+                         "case")
+    group.addoption("--case-timeout", type=float, default=3.0, metavar="SECONDS",
+                    help="hang detection: the frontend's request timeout and the longest "
+                         "a ring may stall (default 3, Linux's 3000 ms)")
+    group.addoption("--backend-out", default=None, metavar="DIR",
+                    help="where the backend log and verdicts go (default: a temp dir)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Validate the backend options once, before any test runs: a bad value is a usage
+    error naming the bad part, not a failure of every test."""
+    from harness.backends.backend_spec import BackendSpecError, parse_backend_spec
+
+    try:
+        spec = parse_backend_spec(config.getoption("backend"),
+                                  config.getoption("defect") or [])
+    except BackendSpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if spec.defects:
+        from harness.backends.reference.defects import Defects, UnknownDefect
+
+        try:
+            Defects.of(spec.defects)
+        except UnknownDefect as exc:
+            raise pytest.UsageError(f"--defect: {exc}") from None
+    if config.getoption("backend_domid") < 0:
+        raise pytest.UsageError("--backend-domid must be >= 0")
+    if config.getoption("case_timeout") <= 0:
+        raise pytest.UsageError("--case-timeout must be > 0")
+    if config.getoption("platform") == "real":
+        if spec.kind != "attach":
+            raise pytest.UsageError("--platform real: only --backend attach (the harness "
+                                    "cannot start a backend domain on a real host)")
+    config.stash[_SPEC_KEY] = spec
+
+
+def supervisor_config(config: pytest.Config) -> Any:
+    """The :class:`SupervisorConfig` the options describe."""
+    from harness.backends.supervisor import SupervisorConfig
+
+    t = float(config.getoption("case_timeout"))
+    return SupervisorConfig(spec=config.stash[_SPEC_KEY],
+                            backend_domid=config.getoption("backend_domid"),
+                            restart_policy=config.getoption("restart_policy"),
+                            request_timeout_ms=int(t * 1000), hang_timeout=t,
+                            probe_timeout=min(1.0, t))
+
+
+@pytest.fixture(scope="session")
+def backend_supervisor(pytestconfig: pytest.Config,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One supervised backend for the whole run (restarted as needed)."""
+    from harness.backends.supervisor import running_supervisor
+
+    if pytestconfig.getoption("platform") == "real":
+        pytest.fail("--platform real: the supervisor runs on the simulated Xen only (yet)")
+    out = pytestconfig.getoption("backend_out")
+    out_dir = Path(out) if out else tmp_path_factory.mktemp("backend")
+    with running_supervisor(out_dir, supervisor_config(pytestconfig)) as sup:
+        yield sup
+
+
+@pytest.fixture
+def backend_case(backend_supervisor: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """This case against the supervised backend: ``case.dev`` is the connected frontend.
+    The verdict is decided right after the test body (see ``pytest_runtest_call``)."""
+    case = backend_supervisor.begin_case(request.node.nodeid)
+    setattr(request.node, _CASE_ATTR, (backend_supervisor, case))
+    yield case
+    if case.verdict is None:  # the body never ran (another fixture failed)
+        backend_supervisor.end_case(case, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """Judge a ``backend_case`` test as soon as its body ends: a CRASH, HANG, ERROR or a
+    resource finding fails it with the verdict (the body's own exception chained)."""
+    from harness.backends.verdicts import BackendVerdictError, Outcome
+
+    attached = getattr(item, _CASE_ATTR, None)
+    if attached is None:
+        return (yield)
+    sup, case = attached
+    outcome_exc = (pytest.skip.Exception, pytest.xfail.Exception)
+    try:
+        result = yield
+    except outcome_exc as exc:  # skip/xfail: still check the backend
+        verdict = sup.end_case(case, None)
+        if verdict.outcome is not Outcome.PASS:
+            raise BackendVerdictError(verdict) from exc
+        raise
+    except Exception as exc:
+        verdict = sup.end_case(case, exc)
+        if verdict.outcome is not Outcome.FAIL or verdict.findings or verdict.needs_restart:
+            raise BackendVerdictError(verdict) from exc
+        raise
+    verdict = sup.end_case(case, None)
+    if verdict.outcome is not Outcome.PASS:
+        raise BackendVerdictError(verdict)
+    return result
+

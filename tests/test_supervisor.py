@@ -1,0 +1,274 @@
+"""Acceptance of the backend supervisor on the simulated Xen: the reference backend run as
+an external program (``exec:`` with its command line, i.e. exactly like a foreign binary)
+with injected defects crashes and hangs; the supervisor gives CRASH and HANG within the
+configured timeouts, restarts it, and the next case passes on the new process. Plus: log
+marking per case, the every-case restart policy, the resource-leak check, a backend that
+closes its device, a backend that ignores SIGTERM, a backend that never starts, attach."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.backends.backend_spec import parse_backend_spec
+from harness.backends.supervisor import (
+    BackendStartError,
+    Supervisor,
+    SupervisorConfig,
+    running_supervisor,
+)
+from harness.backends.verdicts import Outcome
+from harness.frontend.driver import FrontendDevice
+from harness.frontend.errors import RequestTimeout
+from harness.session import stop_process
+from harness.xen.sim.runner import running_sim
+from protocol_models.constants import PcmFormat
+
+RATE, FMT, CH, BUFFER, PERIOD = 48000, PcmFormat.S16_LE, 2, 65536, 4096
+REQUEST_MS = 1000  # the frontend's request timeout in these tests
+HANG_S = 1.0
+PROBE_S = 0.5
+# a crash/hang case: the request timeout, the probe(s), a little judging
+DETECT_BOUND_S = REQUEST_MS / 1000 + 2 * PROBE_S + 1.5
+
+REFERENCE_ARGV = [sys.executable, "-m", "harness.backends.reference", "--domid", "{domid}",
+                  "--frontend-domid", "{frontend_domid}", "--devid", "{devid}",
+                  "--out", "{out}/wav", "--log-level", "WARNING"]
+
+
+def exec_reference(*defects: str, prefix: list[str] | None = None) -> str:
+    """``exec:`` + the reference backend's own command line: supervised as a foreign
+    program would be."""
+    argv = [*(prefix or []), *REFERENCE_ARGV]
+    for d in defects:
+        argv += ["--defect", d]
+    return "exec:" + shlex.join(argv)
+
+
+def config(backend: str, **kw: object) -> SupervisorConfig:
+    base: dict[str, object] = dict(request_timeout_ms=REQUEST_MS, hang_timeout=HANG_S,
+                                   probe_timeout=PROBE_S, kill_grace=2.0)
+    base.update(kw)
+    return SupervisorConfig(spec=parse_backend_spec(backend), **base)  # type: ignore[arg-type]
+
+
+def play_a_few_periods(dev: FrontendDevice) -> None:
+    """OPEN, WRITE 4 periods, START, wait for 3 CUR_POS events, STOP, CLOSE: no
+    HW_PARAM_QUERY and no TRIGGER before OPEN, so neither defect fires."""
+    pb = dev.stream("0/0")
+    assert pb.open(RATE, FMT, CH, BUFFER, PERIOD).ok
+    assert pb.write(0, bytes(4 * PERIOD)).ok
+    before = len(pb.events)
+    assert pb.trigger("start").ok
+    assert pb.wait_for(lambda: len(pb.events) >= before + 3, 5.0), pb.events
+    assert pb.trigger("stop").ok
+    resp = pb.close()
+    assert resp is not None and resp.ok
+
+
+def test_crash_is_detected_restarted_and_the_next_case_passes(tmp_path: Path) -> None:
+    spec = exec_reference("abort-on-trigger-before-open")
+    with running_supervisor(tmp_path, config(spec)) as sup:
+        assert sup.spec.kind == "exec" and sup.starts == 1
+        first = sup.proc
+        assert first is not None
+
+        with sup.case("suite::test_trigger_before_open") as case:
+            case.dev.stream("0/0").trigger("start")  # the defect: SIGABRT
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.CRASH, v
+        assert v.signal == "SIGABRT" and v.exit_status == -6
+        assert "TRIGGER without OPEN: aborting" in v.log_excerpt
+        assert v.needs_restart and v.elapsed < DETECT_BOUND_S, v.elapsed
+        assert first.returncode == -6
+
+        with sup.case("suite::test_playback") as case:
+            play_a_few_periods(case.dev)
+        assert case.verdict is not None and case.verdict.outcome is Outcome.PASS, \
+            case.verdict.describe()
+        assert sup.starts == 2 and sup.proc is not first
+
+        # the log: each case's part holds what the backend said during that case
+        assert "aborting" in sup.case_log("suite::test_trigger_before_open")
+        assert "aborting" not in sup.case_log("suite::test_playback")
+        log = sup.log_path.read_text()
+        assert log.index("==== case suite::test_trigger_before_open ====") \
+            < log.index("==== backend died: killed by SIGABRT ====") \
+            < log.index("==== restart: backend killed by SIGABRT ====") \
+            < log.index("==== case suite::test_playback ====")
+    verdicts = [json.loads(line) for line in sup.verdicts_path.read_text().splitlines()]
+    assert [(v["nodeid"], v["outcome"]) for v in verdicts] == [
+        ("suite::test_trigger_before_open", "CRASH"), ("suite::test_playback", "PASS")]
+    assert verdicts[0]["signal"] == "SIGABRT"
+
+
+def test_hang_is_detected_killed_restarted_and_the_next_case_passes(tmp_path: Path) -> None:
+    spec = exec_reference("hang-on-hw-query")
+    with running_supervisor(tmp_path, config(spec)) as sup:
+        hung = sup.proc
+        assert hung is not None
+        t0 = time.monotonic()
+        with sup.case("suite::test_query") as case:
+            with pytest.raises(RequestTimeout):
+                case.dev.stream("0/0").hw_param_query()
+            raise RequestTimeout("0/0", 0, "HW_PARAM_QUERY", REQUEST_MS)  # as a suite would
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.HANG, v
+        assert time.monotonic() - t0 < DETECT_BOUND_S
+        assert "probe HW_PARAM_QUERY got no answer" in v.detail and "0/0" in v.detail
+        assert hung.poll() is None  # alive: a hang, not a crash
+
+        with sup.case("suite::test_open_close") as case:
+            pb = case.dev.stream("0/0")
+            assert pb.open(RATE, FMT, CH, BUFFER, PERIOD).ok
+            assert pb.close().ok  # type: ignore[union-attr]
+        assert case.verdict is not None and case.verdict.outcome is Outcome.PASS, \
+            case.verdict.describe()
+        assert hung.poll() is not None and sup.starts == 2  # killed and replaced
+
+
+def test_hang_caught_by_the_case_is_still_a_hang(tmp_path: Path) -> None:
+    """A case that swallows the timeout: the frontend's trace still counts it, and the
+    ring watchdog sees req_prod ahead of rsp_prod."""
+    with running_supervisor(tmp_path, config(exec_reference("hang-on-hw-query"))) as sup:
+        with sup.case("quiet") as case:
+            with pytest.raises(RequestTimeout):
+                case.dev.stream("0/1").hw_param_query()
+            time.sleep(HANG_S + 0.3)  # let the watchdog measure the stall
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.HANG, v
+        assert "request(s) timed out" in v.detail
+        assert "ring 0/1: req_prod ahead of rsp_prod" in v.detail
+
+
+def test_a_hung_backend_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
+    stubborn = [sys.executable, "-c",
+                "import runpy, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "signal.signal = lambda *a: None; sys.argv[0] = 'be'; "
+                "runpy.run_module('harness.backends.reference', run_name='__main__')"]
+    spec = "exec:" + shlex.join([*stubborn, *REFERENCE_ARGV[3:], "--defect",
+                                 "hang-on-hw-query"])
+    with running_supervisor(tmp_path, config(spec, kill_grace=0.5)) as sup:
+        old = sup.proc
+        assert old is not None
+        with sup.case("hang") as case:
+            case.dev.stream("0/0").hw_param_query()
+        assert case.verdict is not None and case.verdict.outcome is Outcome.HANG
+        with sup.case("next") as case:
+            assert case.dev.stream("0/0").close().ok  # type: ignore[union-attr]
+        assert case.verdict is not None and case.verdict.outcome is Outcome.PASS
+        assert old.returncode == -9
+        assert "did not stop within 0.5 s of SIGTERM: SIGKILL" in sup.log_path.read_text()
+
+
+def test_restart_every_case(tmp_path: Path) -> None:
+    with running_supervisor(tmp_path, config("reference", restart_policy="every-case")) \
+            as sup:
+        pids = []
+        for i in range(3):
+            with sup.case(f"case{i}") as case:
+                assert sup.proc is not None
+                pids.append(sup.proc.pid)
+                pb = case.dev.stream(0)
+                assert pb.open(RATE, FMT, CH, BUFFER, PERIOD).ok  # left open: no leak
+            assert case.verdict is not None and case.verdict.outcome is Outcome.PASS, \
+                case.verdict.describe()
+        assert len(set(pids)) == 3 and sup.starts == 3
+        assert sup.log_path.read_text().count("==== restart: policy every-case ====") == 2
+
+
+@pytest.mark.parametrize("defects", [(), ("keep-mapped-after-close",)],
+                         ids=["clean", "keep-mapped-after-close"])
+def test_leak_check_finds_pages_kept_mapped(tmp_path: Path, defects: tuple[str, ...]
+                                            ) -> None:
+    with running_supervisor(tmp_path, config(exec_reference(*defects))) as sup:
+        with sup.case("open-close") as case:
+            pb = case.dev.stream(0)
+            assert pb.open(RATE, FMT, CH, BUFFER, PERIOD).ok
+            refs = list(pb.shbuf.buf_grefs)  # type: ignore[union-attr]
+            assert pb.close().ok  # type: ignore[union-attr]
+        v = case.verdict
+        assert v is not None
+        if not defects:
+            assert v.outcome is Outcome.PASS and v.findings == (), v.describe()
+            return
+        assert v.outcome is Outcome.FAIL, v.describe()
+        (finding,) = v.findings
+        assert finding.kind == "grant-leak"
+        assert finding.evidence["refs"] == sorted(refs)  # the 16 buffer pages, no more
+        assert "still maps 16 page(s)" in v.describe()
+
+
+def test_backend_closing_its_device_is_a_verdict_and_a_restart(tmp_path: Path) -> None:
+    with running_supervisor(tmp_path, config("reference")) as sup:
+        with sup.case("gives-up") as case:
+            # what a backend that gives up does (state Closed) while the FE is connected
+            sup._tool_store().write(f"{sup.be_path}/state", "6")
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.FAIL and v.needs_restart
+        assert "backend state Closed (6) while connected" in v.detail
+        with sup.case("after") as case:
+            play_a_few_periods(case.dev)
+        assert case.verdict is not None and case.verdict.outcome is Outcome.PASS
+        assert sup.starts == 2
+
+
+def test_a_backend_that_never_reaches_initwait_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = config("exec:sh -c 'echo no device for me; exit 3'", init_timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(BackendStartError) as info:
+        with running_supervisor(tmp_path, cfg):
+            pass
+    assert time.monotonic() - t0 < 5
+    text = str(info.value)
+    assert "did not reach InitWait" in text and "exit status 3" in text
+    assert "no device for me" in text
+
+
+def test_attach_watches_a_backend_it_did_not_start(tmp_path: Path) -> None:
+    with running_sim() as sim:
+        sim.create_domain(1, "guest")
+        argv = parse_backend_spec(exec_reference()).command(
+            domid=0, frontend_domid=1, devid=0, out=str(tmp_path), python=sys.executable)
+        env = {**sim.env(0), "PYTHONPATH": os.pathsep.join(sys.path)}
+        with open(tmp_path / "own.log", "wb") as log:
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=log, start_new_session=True)
+        try:
+            sup = Supervisor(sim, config("attach"), tmp_path / "sup")
+            try:
+                sup.start()
+                assert sup.proc is None
+                with sup.case("attached") as case:
+                    play_a_few_periods(case.dev)
+                assert case.verdict is not None and case.verdict.outcome is Outcome.PASS
+            finally:
+                sup.close()
+            assert proc.poll() is None  # never stopped by the supervisor
+        finally:
+            stop_process(proc)
+
+
+def test_a_failed_restart_fails_the_next_case_setup_and_is_retried(tmp_path: Path) -> None:
+    once = tmp_path / "started-once"
+    script = (f"test -e {shlex.quote(str(once))} && {{ echo refusing; exit 4; }}; "
+              f"touch {shlex.quote(str(once))}; exec \"$@\"")
+    spec = "exec:" + shlex.join(["sh", "-c", script, "sh", *REFERENCE_ARGV, "--defect",
+                                 "abort-on-trigger-before-open"])
+    with running_supervisor(tmp_path, config(spec, init_timeout=1.0)) as sup:
+        with sup.case("crash") as case:
+            case.dev.stream(0).trigger("start")
+        assert case.verdict is not None and case.verdict.outcome is Outcome.CRASH
+        for attempt in ("next", "again"):
+            with pytest.raises(BackendStartError, match=f"restart before {attempt} failed"
+                               ) as info:
+                sup.begin_case(attempt)
+            assert "exit status 4" in str(info.value) and "refusing" in str(info.value)
+        assert sup.starts == 3
