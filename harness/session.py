@@ -12,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.backends.reference.launch import reference_argv
 from harness.frontend.driver import FrontendDevice
 from harness.toolstack.apply import create_device
 from harness.toolstack.plan import plan_device
@@ -54,6 +55,8 @@ class Session:
     dev: FrontendDevice | None = None
     trace: Trace | None = None
     defects: Sequence[str] = ()  # backend defects (``--defect``), e.g. to test the suites
+    audio: str = "wav"  # the backend's --audio: "wav" files, or "pulse" (the audio host)
+    audio_env: dict[str, str] = field(default_factory=dict)  # e.g. AudioHost.env
 
     @property
     def backend(self) -> subprocess.Popen[bytes]:
@@ -68,12 +71,12 @@ class Session:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.backend_log, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.backends.reference",
-                 "--domid", str(BE_DOMID), "--frontend-domid", str(FE_DOMID), "--devid", "0",
-                 "--out", str(self.out / "wav"), "--capture-source", self.capture_source,
-                 "--log-level", "WARNING",
-                 *(arg for d in self.defects for arg in ("--defect", d))],
-                env={**self.sim.env(BE_DOMID), "PYTHONPATH": os.pathsep.join(sys.path)},
+                reference_argv(domid=BE_DOMID, frontend_domid=FE_DOMID, devid=0,
+                               out_dir=str(self.out / "wav"),
+                               capture_source=self.capture_source, defects=self.defects,
+                               audio=self.audio),
+                env={**self.sim.env(BE_DOMID), **self.audio_env,
+                     "PYTHONPATH": os.pathsep.join(sys.path)},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         self.backends.append(proc)
         return proc
@@ -85,13 +88,16 @@ class Session:
 @contextlib.contextmanager
 def reference_session(out: Path, *, card: VsndCard = DEFAULT_CARD,
                       capture_source: str = "sine:1000", connect_timeout: float = 10.0,
-                      trace: Trace | None = None, defects: Sequence[str] = ()
+                      trace: Trace | None = None, defects: Sequence[str] = (),
+                      audio: str = "wav", audio_env: Mapping[str, str] | None = None
                       ) -> Iterator[Session]:
     """Sim + reference backend + toolstack device + connected frontend; everything is
-    stopped and reaped on the way out, whatever happened inside."""
+    stopped and reaped on the way out, whatever happened inside. ``audio="pulse"`` with
+    ``audio_env=AudioHost.env``: the backend plays to and records from the audio host."""
     with running_sim() as sim:
         sim.create_domain(FE_DOMID, "guest")
-        session = Session(sim, out, capture_source, trace=trace, defects=tuple(defects))
+        session = Session(sim, out, capture_source, trace=trace, defects=tuple(defects),
+                          audio=audio, audio_env=dict(audio_env or {}))
         session.start_backend()  # before the device exists, as a dom0 daemon would be
         try:
             create_device(sim.domain(BE_DOMID).store, plan_device(card, FE_DOMID, BE_DOMID, 0))

@@ -19,6 +19,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
+from harness.backends.reference.launch import reference_argv
+
 Kind = Literal["reference", "exec", "attach"]
 KINDS: tuple[Kind, ...] = ("reference", "exec", "attach")
 PLACEHOLDERS = ("domid", "frontend_domid", "devid", "out")
@@ -60,12 +62,8 @@ class BackendSpec:
             for key, value in values.items():
                 argv = [a.replace("{" + key + "}", str(value)) for a in argv]
             return argv
-        argv = [python, "-m", "harness.backends.reference", "--domid", str(domid),
-                "--frontend-domid", str(frontend_domid), "--devid", str(devid),
-                "--out", f"{out}/wav", "--log-level", "WARNING"]
-        for d in self.defects:
-            argv += ["--defect", d]
-        return argv
+        return reference_argv(domid=domid, frontend_domid=frontend_domid, devid=devid,
+                              out_dir=f"{out}/wav", defects=self.defects, python=python)
 
 
 def parse_backend_spec(text: str, defects: tuple[str, ...] | list[str] = ()

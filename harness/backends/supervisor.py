@@ -59,9 +59,10 @@ from harness.backends.verdicts import Finding, Outcome, Verdict, signal_name
 from harness.frontend.driver import FrontendDevice, FrontendStream
 from harness.frontend.errors import FrontendError, RequestTimeout
 from harness.rings import REQ_PROD, RSP_PROD, u32
+from harness.session import DEFAULT_CARD
 from harness.toolstack.apply import create_device, remove_device
 from harness.toolstack.plan import plan_device, plan_removal
-from harness.toolstack.vsnd_config import VsndCard, parse_xl_items
+from harness.toolstack.vsnd_config import VsndCard
 from harness.trace import Trace, TraceRecord
 from harness.xen.sim.client import SimDomain
 from harness.xen.sim.hvproto import PortState
@@ -76,11 +77,6 @@ MARK = "===="
 _WATCHDOG_PERIOD = 0.05
 _EXCERPT_LINES = 40
 
-#: One playback and one capture stream, 48 kHz S16_LE, 64 KiB buffers (as the session's).
-DEFAULT_CARD = parse_xl_items([[
-    "card, sample-rates=48000, sample-formats=s16_le, buffer-size=65536",
-    "pcm, name=dev0", "stream, unique-id=pb, type=p", "stream, unique-id=cap, type=c",
-]])[0]
 
 
 class BackendStartError(RuntimeError):

@@ -18,6 +18,7 @@ from .audio_io import FileAudio, parse_capture_spec
 from .connect import connect_domain
 from .defects import Defects, UnknownDefect
 from .driver import ReferenceBackend
+from .pulse_io import PulseAudioIO
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture-source", default="sine:1000",
                    help="capture data: sine:FREQ, silence, or a WAV file (default "
                         "sine:1000)")
+    p.add_argument("--audio", choices=["wav", "pulse"], default="wav",
+                   help="wav: playback to WAV files under --out, capture from "
+                        "--capture-source; pulse: play to and record from the PulseAudio "
+                        "server of the environment (PULSE_SERVER) (default wav)")
+    p.add_argument("--pulse-sink", help="with --audio pulse: the sink (default: the "
+                                        "server's default)")
+    p.add_argument("--pulse-source", help="with --audio pulse: the source (default: the "
+                                          "server's default)")
     p.add_argument("--trace", help="append a JSONL trace to this file")
     p.add_argument("--no-close-on-exit", action="store_true",
                    help="on exit leave the BE state as it is instead of writing Closed")
@@ -59,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
     trace = Trace(args.trace) if args.trace else None
-    backend = ReferenceBackend(domain, FileAudio(args.out, args.capture_source),
+    audio: FileAudio | PulseAudioIO = (
+        PulseAudioIO(args.pulse_sink, args.pulse_source) if args.audio == "pulse"
+        else FileAudio(args.out, args.capture_source))
+    backend = ReferenceBackend(domain, audio,
                                frontend_domid=args.frontend_domid, devid=args.devid,
                                trace=trace, close_on_exit=not args.no_close_on_exit,
                                defects=defects)
@@ -74,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         for s, h in old.items():
             signal.signal(s, h)
         backend.close()
+        if isinstance(audio, PulseAudioIO):
+            audio.close()  # let the last stream play out, stop every pacat
         domain.close()
         if trace is not None:
             trace.close()

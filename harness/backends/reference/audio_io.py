@@ -34,6 +34,7 @@ class Sink(Protocol):
 
 class Source(Protocol):
     def read(self, n: int) -> bytes: ...
+    def close(self) -> None: ...
 
 
 class AudioFactory(Protocol):
@@ -184,6 +185,9 @@ class SineSource:
         self.offset += n
         return data
 
+    def close(self) -> None:
+        pass  # generated: nothing to release
+
 
 class LoopSource:
     """Raw octets, looped (a WAV file's data chunk, no conversion); zeros when empty."""
@@ -202,6 +206,9 @@ class LoopSource:
             out += chunk
             self.offset += len(chunk)
         return bytes(out)
+
+    def close(self) -> None:
+        pass  # in memory: nothing to release
 
 
 def parse_capture_spec(spec: str) -> Callable[[PcmFormat, int, int], Source]:

@@ -269,6 +269,8 @@ class StreamCore:
             finally:
                 if o.sink is not None:
                     o.sink.close()
+                if o.source is not None:
+                    o.source.close()  # e.g. a capture client of the audio host
         self._set_state(StreamState.CLOSED)
 
     def _region(self, offset: int, length: int) -> str | None:
