@@ -28,8 +28,10 @@ from harness.backends.verdicts import Outcome
 from harness.frontend.driver import FrontendDevice
 from harness.frontend.errors import RequestTimeout
 from harness.session import stop_process
+from harness.trace import load
 from harness.xen.sim.runner import running_sim
-from protocol_models.constants import PcmFormat
+from protocol_models import codec
+from protocol_models.constants import Op, PcmFormat
 
 RATE, FMT, CH, BUFFER, PERIOD = 48000, PcmFormat.S16_LE, 2, 65536, 4096
 REQUEST_MS = 1000  # the frontend's request timeout in these tests
@@ -107,6 +109,15 @@ def test_crash_is_detected_restarted_and_the_next_case_passes(tmp_path: Path) ->
     assert [(v["nodeid"], v["outcome"]) for v in verdicts] == [
         ("suite::test_trigger_before_open", "CRASH"), ("suite::test_playback", "PASS")]
     assert verdicts[0]["signal"] == "SIGABRT"
+    # a trace per case: each holds that case's traffic only
+    crash = list(load(sup.case_trace_path("suite::test_trigger_before_open")))
+    play = list(load(sup.case_trace_path("suite::test_playback")))
+    ops = [codec.decode_req(bytes.fromhex(r.fields["raw"])).operation
+           for r in crash if r.kind == "req"]
+    assert ops and ops[0] == Op.TRIGGER
+    assert {codec.decode_req(bytes.fromhex(r.fields["raw"])).operation
+            for r in play if r.kind == "req"} >= {Op.OPEN, Op.WRITE, Op.TRIGGER, Op.CLOSE}
+    assert any(r.kind == "evt" for r in play) and not any(r.kind == "evt" for r in crash)
 
 
 def test_hang_is_detected_killed_restarted_and_the_next_case_passes(tmp_path: Path) -> None:

@@ -115,6 +115,8 @@ class CaseRun:
     timeouts_before: int
     verdict: Verdict | None = None
     dev: FrontendDevice | None = None
+    trace: Trace | None = None  # the run's frontend trace, and where this case starts in it
+    trace_mark: int = 0
 
 
 class _CountingTrace(Trace):
@@ -322,7 +324,8 @@ class Supervisor:
             self._watchdog.reset()
         trace = self._trace
         return CaseRun(nodeid, self._log_size(), time.monotonic(),
-                       trace.timeouts if trace is not None else 0, dev=self._dev)
+                       trace.timeouts if trace is not None else 0, dev=self._dev,
+                       trace=trace, trace_mark=trace.mark() if trace is not None else 0)
 
     def end_case(self, case: CaseRun, exc: BaseException | None = None) -> Verdict:
         """Decide the case's verdict (see the module docstring), record it, and schedule a
@@ -338,9 +341,24 @@ class Supervisor:
         case.verdict = verdict
         self.verdicts.append(verdict)
         self.mark(f"end {case.nodeid}: {verdict.outcome.value}")
+        self._write_case_trace(case)
         with open(self.verdicts_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(verdict.as_dict(), default=str) + "\n")
         return verdict
+
+    def case_trace_path(self, nodeid: str) -> Path:
+        """Where the frontend trace of one case is written (its slice of the run's)."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in nodeid)
+        return self.out / "cases" / f"{safe}.jsonl"
+
+    def _write_case_trace(self, case: CaseRun) -> None:
+        if case.trace is None:
+            return
+        path = self.case_trace_path(case.nodeid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".jsonl.part")  # never a half-written case trace
+        tmp.write_text("".join(r.to_json() + "\n" for r in case.trace.since(case.trace_mark)))
+        tmp.replace(path)
 
     @contextlib.contextmanager
     def case(self, nodeid: str) -> Iterator[CaseRun]:
