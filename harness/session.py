@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.backends.reference.launch import reference_argv
 from harness.frontend.driver import FrontendDevice
+from harness.procs import stop_process
 from harness.toolstack.apply import create_device
 from harness.toolstack.plan import plan_device
 from harness.toolstack.vsnd_config import VsndCard, parse_xl_items
@@ -32,18 +33,6 @@ DEFAULT_CARD = parse_xl_items([[
     "card, sample-rates=48000, sample-formats=s16_le, buffer-size=65536",
     "pcm, name=dev0", "stream, unique-id=pb, type=p", "stream, unique-id=cap, type=c",
 ]])[0]
-
-
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-                 timeout: float = 10.0) -> int:
-    """Signal ``proc`` and reap it; SIGKILL if it outlives ``timeout``. Returns its status."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(5)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from harness.backends.supervisor import (
 from harness.backends.verdicts import Outcome
 from harness.frontend.driver import FrontendDevice
 from harness.frontend.errors import RequestTimeout
-from harness.session import stop_process
+from harness.procs import stop_process
 from harness.trace import load
 from harness.xen.sim.runner import running_sim
 from protocol_models import codec

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from harness.procs import stop_process
 from protocol_models.constants import PCM_FORMATS, PcmFormat, pcm_format
 
 #: What CI must install for the audio host (Debian package names).
@@ -85,19 +86,6 @@ def _die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM if the harness dies, so no daemon outlives it."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def stop_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-               timeout: float = 5.0) -> int:
-    """Signal and reap ``proc``; SIGKILL when it outlives ``timeout``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(5)
 
 
 def spawn(argv: list[str], env: Mapping[str, str], **kw: object
@@ -281,7 +269,7 @@ class AudioHost:
     def _stop_recorder(self) -> None:
         rec, self._recorder = self._recorder, None
         if rec is not None:
-            stop_child(rec, signal.SIGINT)  # pacat quits cleanly on SIGINT
+            stop_process(rec, signal.SIGINT, timeout=5.0)  # pacat quits cleanly on SIGINT
 
     def stop_recording(self) -> bytes:
         """Stop the monitor recording; everything recorded (whole frames). The file goes."""
@@ -340,7 +328,7 @@ class AudioHost:
         with self._lock:
             players, self._players = self._players, []
         for proc in players:
-            stop_child(proc)
+            stop_process(proc, timeout=5.0)
         for f in self.dir.glob("source-*.raw"):
             f.unlink(missing_ok=True)
 
@@ -354,7 +342,7 @@ class AudioHost:
             self._stop_recorder()
         finally:
             if self._daemon is not None:
-                stop_child(self._daemon)
+                stop_process(self._daemon, timeout=5.0)
                 self._daemon = None
             if keep_log is not None:
                 with contextlib.suppress(OSError):

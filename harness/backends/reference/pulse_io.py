@@ -23,8 +23,9 @@ import threading
 import time
 from collections.abc import Mapping
 
-from harness.backends.audio_host import pa_format, pacat_argv, spawn, stop_child
+from harness.backends.audio_host import pa_format, pacat_argv, spawn
 from harness.backends.audio_oracle import silence_frame
+from harness.procs import stop_process
 from protocol_models.constants import PCM_FORMATS, PcmFormat
 
 from .audio_io import Sink, Source
@@ -72,7 +73,7 @@ class PacatSink:
             self.proc.wait(self.queued / self.bytes_per_s + DRAIN_GRACE)
         except subprocess.TimeoutExpired:
             log.warning("%s: pacat did not drain in time; killed", self.name)
-            stop_child(self.proc)
+            stop_process(self.proc, timeout=5.0)
 
     def write(self, data: bytes) -> None:
         if self.error is None and self.proc.poll() is not None:
@@ -90,7 +91,7 @@ class PacatSink:
         """Wait for the play-out (bounded); kill pacat if it is still running."""
         self._thread.join(timeout)
         if self.proc.poll() is None:
-            stop_child(self.proc)
+            stop_process(self.proc, timeout=5.0)
 
 
 class PacatSource:
@@ -156,7 +157,7 @@ class PacatSource:
         return data
 
     def close(self) -> None:
-        stop_child(self.proc, timeout=2.0)
+        stop_process(self.proc, timeout=2.0)
         self._thread.join(2.0)
 
 
