@@ -25,6 +25,33 @@ class UsageError(Exception):
     """A user mistake: printed as one line, exit status 2."""
 
 
+#: Xen's DOMID_FIRST_RESERVED: ids from here on are special (DOMID_SELF, DOMID_IO, ...).
+DOMID_FIRST_RESERVED = 0x7FF0
+
+
+def domid_arg(text: str) -> int:
+    """argparse type of a domain id: 0 .. DOMID_FIRST_RESERVED-1."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a domain id: {text!r}") from None
+    if not 0 <= value < DOMID_FIRST_RESERVED:
+        raise argparse.ArgumentTypeError(
+            f"domain id {value} out of range (0 .. {DOMID_FIRST_RESERVED - 1})")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a duration or count that must be > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sndif-harness",
@@ -42,11 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse said why on stderr; return, so callers can test it
+        return int(exc.code or 0)
     try:
         return int(args.handler(args) or 0)
     except UsageError as exc:
         print(f"sndif-harness: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not about a path the user gave: a real failure, keep its traceback
+        print(f"sndif-harness: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sndif-harness: interrupted", file=sys.stderr)

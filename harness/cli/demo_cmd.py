@@ -6,13 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
+from harness.cli import positive_float
+
 
 def _demo(args: argparse.Namespace) -> int:
     from harness.cli import UsageError
     from harness.demo import run_demo
 
-    if args.seconds <= 0:
-        raise UsageError(f"--seconds must be positive, not {args.seconds:g}")
     out = Path(args.out) if args.out else Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty")
@@ -26,5 +26,6 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
                     "backend on the simulated Xen, play a sine and capture one, check every "
                     "byte and event, and write the trace under reports/.")
     p.add_argument("--out", help="output directory (default: reports/demo-<time>)")
-    p.add_argument("--seconds", type=float, default=2.0, help="seconds of audio to play")
+    p.add_argument("--seconds", type=positive_float, default=2.0,
+                   help="seconds of audio to play")
     p.set_defaults(handler=_demo)

@@ -6,6 +6,8 @@ import argparse
 import sys
 import tempfile
 
+from harness.cli import positive_float
+
 
 def _run(args: argparse.Namespace) -> int:
     from harness.xen.sim.daemon import Daemon
@@ -40,5 +42,6 @@ def register(commands: argparse._SubParsersAction, benches: argparse._SubParsers
 
     register_exec(sub)
     b = benches.add_parser("sim", help="xenstore, event-channel and grant-map figures")
-    b.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    b.add_argument("--seconds", type=positive_float, default=2.0,
+                   help="time per measurement")
     b.set_defaults(handler=_bench)

@@ -206,7 +206,9 @@ def register_exec(sim_subcommands: argparse._SubParsersAction) -> argparse.Argum
         "exec", help="run a program as a domain of the simulated Xen",
         description="Run COMMAND with the sim's replacement Xen libraries, as domain N of "
                     "the sim running in --dir or $XEN_SIM_DIR (else of a new one).")
-    p.add_argument("--domid", type=int, default=0, help="domain to act as (default 0)")
+    from harness.cli import domid_arg
+
+    p.add_argument("--domid", type=domid_arg, default=0, help="domain to act as (default 0)")
     p.add_argument("--name", help="name of the domain if it must be created")
     p.add_argument("--dir", help="directory of a running sim (`sim run --dir`)")
     p.add_argument("--timeout", type=float, help="kill the program after this many seconds")
