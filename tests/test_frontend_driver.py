@@ -300,7 +300,7 @@ def test_timeout_then_late_traffic_is_judged(rig: Any) -> None:
     t0 = time.monotonic()
     with pytest.raises(RequestTimeout):
         pb.trigger(Trigger.START)
-    assert 0.19 <= time.monotonic() - t0 < 1.0
+    assert 0.19 <= time.monotonic() - t0 < 2.0  # waited its timeout, and not forever
     assert pb.close().ok  # the next request still works (Linux does not tear down)
 
 
