@@ -26,7 +26,7 @@ from harness.backends.supervisor import (
 )
 from harness.backends.verdicts import Outcome
 from harness.frontend.driver import FrontendDevice
-from harness.frontend.errors import RequestTimeout
+from harness.frontend.errors import Disconnected, RequestTimeout
 from harness.procs import stop_process
 from harness.trace import load
 from harness.xen.sim.runner import running_sim
@@ -73,6 +73,18 @@ def play_a_few_periods(dev: FrontendDevice) -> None:
     assert pb.trigger("stop").ok
     resp = pb.close()
     assert resp is not None and resp.ok
+
+
+def test_a_crash_releases_the_waiting_request_at_once(tmp_path: Path) -> None:
+    """The backend dies while a request waits: the caller is released with Disconnected
+    as soon as the death is seen, not after the (here 30 s) request timeout."""
+    spec = exec_reference("abort-on-trigger-before-open")
+    with running_supervisor(tmp_path, config(spec, request_timeout_ms=30_000)) as sup:
+        with sup.case("suite::test_trigger_before_open") as case:
+            with pytest.raises(Disconnected, match="backend is gone"):
+                case.dev.stream("0/0").trigger("start")
+        assert case.verdict is not None and case.verdict.outcome is Outcome.CRASH
+        assert case.verdict.signal == "SIGABRT"
 
 
 def test_crash_is_detected_restarted_and_the_next_case_passes(tmp_path: Path) -> None:

@@ -168,6 +168,12 @@ class _RingWatchdog:
             dev = self._sup._dev
             if dev is None:
                 continue
+            if self._sup._exit_status() is not None:
+                # The backend process is gone: nobody will answer. Release the waiting
+                # callers now, so a crash is judged at once and not at the request timeout.
+                for s in list(dev.streams):
+                    s.abort_requests()
+                continue
             now = time.monotonic()
             for s in list(dev.streams):
                 # under the stream's lock: the driver drops ``channel`` under it before

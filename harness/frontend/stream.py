@@ -331,8 +331,8 @@ class FrontendStream:
                                              text=f"{op_name(op)} id {pending.id} timed out")
                     raise RequestTimeout(self.path, pending.id, op_name(op), timeout_ms)
         if result is _GONE:
-            raise Disconnected(f"stream {self.path}: channels freed while waiting for "
-                               f"{op_name(op)} (Linux: -EIO)")
+            raise Disconnected(f"stream {self.path}: no response to {op_name(op)}: the "
+                               "channel was freed or the backend is gone (Linux: -EIO)")
         assert isinstance(result, Response)
         return result
 
@@ -399,16 +399,25 @@ class FrontendStream:
             self.channel = StreamChannel(self.core, ring_pages.page(0), evt_pages.page(0))
             self.channel.init_shared()  # SND-B-01, B-17: before publishing
 
+    def abort_requests(self) -> int:
+        """Release every caller waiting for a response with :class:`Disconnected` (Linux's
+        -EIO, SND-G-02) now, not at its timeout: e.g. the backend process is known dead.
+        Returns how many requests were waiting."""
+        with self.cond:
+            failed = self.core.fail_all()
+            for p in failed:
+                if p.seq in self._waiters:
+                    self._results[p.seq] = _GONE
+                    self._waiters[p.seq].set()
+            self.cond.notify_all()
+            return len(failed)
+
     def _disconnect(self) -> None:
         """Channels freed: waiters get -EIO (SND-G-02), buffer revoked."""
         with self.cond:
             self.connected = False
-            for p in self.core.fail_all():
-                if p.seq in self._waiters:
-                    self._results[p.seq] = _GONE
-                    self._waiters[p.seq].set()
+            self.abort_requests()
             self._free_buffer(after_close=False)
-            self.cond.notify_all()
 
 
 def _width(fmt: PcmFormat) -> int | None:
