@@ -85,6 +85,7 @@ def test_a_crash_releases_the_waiting_request_at_once(tmp_path: Path) -> None:
                 case.dev.stream("0/0").trigger("start")
         assert case.verdict is not None and case.verdict.outcome is Outcome.CRASH
         assert case.verdict.signal == "SIGABRT"
+        assert case.verdict.elapsed < 10, "the caller waited for its 30 s timeout"
 
 
 def test_crash_is_detected_restarted_and_the_next_case_passes(tmp_path: Path) -> None:
