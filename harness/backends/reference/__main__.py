@@ -13,9 +13,9 @@ import sys
 from typing import Any
 
 from harness.trace import Trace
+from harness.xen.connect import connect_domain
 
 from .audio_io import FileAudio, parse_capture_spec
-from .connect import connect_domain
 from .defects import Defects, UnknownDefect
 from .driver import ReferenceBackend
 from .pulse_io import PulseAudioIO
