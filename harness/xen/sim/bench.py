@@ -11,6 +11,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 
+from harness.procs import readline
 from harness.xen.sim.runner import Sim, running_sim
 
 _EVTCHN_ECHO = textwrap.dedent("""
@@ -57,8 +58,7 @@ def evtchn_pinger(sim: Sim) -> Iterator[Callable[[], None]]:
     child = subprocess.Popen([sys.executable, "-c", _EVTCHN_ECHO, str(port)],
                              env=sim.env(1), stdout=subprocess.PIPE, text=True)
     try:
-        assert child.stdout is not None
-        if child.stdout.readline().strip() != "bound":
+        if readline(child, 30.0) != "bound":
             raise RuntimeError("event-channel echo process failed")
         ev.wait(0)  # the bind message may wake the handle once; absorb it
 
@@ -81,8 +81,7 @@ def raw_pinger() -> Iterator[Callable[[], None]]:
                              pass_fds=[b.fileno()], stdout=subprocess.PIPE, text=True)
     b.close()
     try:
-        assert child.stdout is not None
-        child.stdout.readline()
+        readline(child, 30.0)  # "ready"
         a.settimeout(5.0)
 
         def step() -> None:

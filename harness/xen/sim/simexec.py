@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
+from harness.procs import readline
 from harness.xen.sim.clibs.build import build_libs
 from harness.xen.sim.daemon import READY_FILE, hypervisor_path, sim_env
 
@@ -234,8 +235,7 @@ def c_evtchn_pinger(sim: Any) -> Iterator[Callable[[], None]]:
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     try:
-        assert child.stdout is not None
-        if child.stdout.readline().strip() != b"bound":
+        if readline(child, 30.0) != "bound":
             raise RuntimeError("evtchn-echo failed to bind")
         ev.wait(0)  # the bind announcement may wake the handle once
 
