@@ -55,6 +55,7 @@ class _Run:
         self.seen = len(stream.events)
         self.v0 = len(stream.violations)
         self.hw = 0  # octets the backend reported played/captured (ALSA's hw_ptr)
+        self.opened = False
         self.last_move = time.monotonic()
 
     def call(self, resp: Response) -> Response:
@@ -93,9 +94,18 @@ class _Run:
                 self.last_move = time.monotonic()
         return time.monotonic() - self.last_move <= stall_after
 
-    def close_stream(self, opened: bool) -> None:
+    def open_stream(self, query: dict[str, object] | None, rate: int,
+                    fmt: PcmFormat | int | str, channels: int, buffer_sz: int,
+                    period_sz: int) -> None:
+        """HW_PARAM_QUERY (ALSA's hw_refine) unless ``query`` is None, then OPEN (prepare)."""
+        if query is not None:
+            self.call(self.s.hw_param_query(**query))  # type: ignore[arg-type]
+        self.call(self.s.open(rate, fmt, channels, buffer_sz, period_sz))
+        self.opened = True
+
+    def close_stream(self) -> None:
         """CLOSE (as ALSA's hw_free does) if OPEN succeeded; its failure is reported."""
-        if not opened:
+        if not self.opened:
             return
         try:
             resp = self.s.close()
@@ -143,12 +153,8 @@ def play(stream: FrontendStream, pcm: bytes, rate: int, fmt: PcmFormat | int | s
     total = len(pcm)
     q, rate_bps = _space(fmt, channels, buffer_sz, period_sz, rate)
     appl = 0  # octets written (ALSA appl_ptr, in octets since OPEN)
-    opened = False
     try:
-        if query:
-            run.call(stream.hw_param_query(**q))  # type: ignore[arg-type]
-        run.call(stream.open(rate, fmt, channels, buffer_sz, period_sz))
-        opened = True
+        run.open_stream(q if query else None, rate, fmt, channels, buffer_sz, period_sz)
 
         def fill(hw: int) -> int:
             nonlocal appl
@@ -179,7 +185,7 @@ def play(stream: FrontendStream, pcm: bytes, rate: int, fmt: PcmFormat | int | s
     finally:
         report.bytes_moved = appl
         report.data = pcm[:appl]
-        run.close_stream(opened)
+        run.close_stream()
         run.finish()
     return report
 
@@ -199,12 +205,8 @@ def capture(stream: FrontendStream, rate: int, fmt: PcmFormat | int | str, chann
     run = _Run(stream, report)
     chunks: list[bytes] = []
     appl = 0
-    opened = False
     try:
-        if query:
-            run.call(stream.hw_param_query(**q))  # type: ignore[arg-type]
-        run.call(stream.open(rate, fmt, channels, buffer_sz, period_sz))
-        opened = True
+        run.open_stream(q if query else None, rate, fmt, channels, buffer_sz, period_sz)
         run.call(stream.trigger(Trigger.START))
         run.started()
         while appl < nbytes:
@@ -223,6 +225,6 @@ def capture(stream: FrontendStream, rate: int, fmt: PcmFormat | int | str, chann
     finally:
         report.bytes_moved = appl
         report.data = b"".join(chunks)
-        run.close_stream(opened)
+        run.close_stream()
         run.finish()
     return report

@@ -19,64 +19,63 @@ GNTDEV = "/dev/xen/gntdev"
 PAGE_SIZE = 4096
 
 
-class RealSharedPages:
+class _MmapView:
+    """A device mmap exposed as a memoryview, released exactly once."""
+
+    def __init__(self, mm: mmap.mmap, gone: str) -> None:
+        self._mm: mmap.mmap | None = mm
+        self._view: memoryview | None = memoryview(mm)
+        self._gone = gone
+
+    @property
+    def view(self) -> memoryview:
+        if self._view is None:
+            raise ValueError(self._gone)
+        return self._view
+
+    def _release(self) -> bool:
+        """Drop the view and the mapping; False when that was done already."""
+        if self._mm is None or self._view is None:
+            return False
+        self._view.release()
+        self._view = None
+        self._mm.close()
+        self._mm = None
+        return True
+
+
+class RealSharedPages(_MmapView):
     def __init__(self, owner: RealGrants, index: int, refs: list[int], mm: mmap.mmap,
                  readonly: bool) -> None:
+        super().__init__(mm, "pages freed")
         self._owner = owner
         self.index = index
         self.refs = refs
         self.npages = len(refs)
         self.readonly = readonly
-        self._mm: mmap.mmap | None = mm
-        self._view: memoryview | None = memoryview(mm)
-
-    @property
-    def view(self) -> memoryview:
-        if self._view is None:
-            raise ValueError("pages freed")
-        return self._view
 
     def page(self, index: int) -> memoryview:
         return self.view[index * PAGE_SIZE:(index + 1) * PAGE_SIZE]
 
     def free(self) -> None:
-        if self._mm is None:
-            return
-        assert self._view is not None
-        self._view.release()
-        self._view = None
-        self._mm.close()
-        self._mm = None
-        self._owner._dealloc(self.index, self.npages)
+        if self._release():
+            self._owner._dealloc(self.index, self.npages)
 
 
-class RealMapping:
+class RealMapping(_MmapView):
     def __init__(self, owner: RealGrants, domid: int, refs: tuple[int, ...], readonly: bool,
                  index: int, mm: mmap.mmap) -> None:
+        super().__init__(mm, "unmapped")
         self._owner = owner
         self.domid = domid
         self.refs = refs
         self.readonly = readonly
         self.index = index
-        self._mm: mmap.mmap | None = mm
-        self._view: memoryview | None = memoryview(mm)
-
-    @property
-    def view(self) -> memoryview:
-        if self._view is None:
-            raise ValueError("unmapped")
-        return self._view
 
     def unmap(self) -> None:
-        if self._mm is None:
-            return
-        assert self._view is not None
-        self._view.release()
-        self._view = None
-        self._mm.close()
-        self._mm = None
-        arg = I.ioctl_gntdev_unmap_grant_ref(index=self.index, count=len(self.refs))
-        fcntl.ioctl(self._owner._gntdev(), I.IOCTL_GNTDEV_UNMAP_GRANT_REF, arg, True)
+        if self._release():
+            arg = I.ioctl_gntdev_unmap_grant_ref(index=self.index, count=len(self.refs))
+            fcntl.ioctl(self._owner._gntdev(), I.IOCTL_GNTDEV_UNMAP_GRANT_REF, arg, True)
 
 
 class RealGrants:
