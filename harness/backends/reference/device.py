@@ -180,9 +180,9 @@ class VsndDevice:
     def start(self) -> None:
         """Validate the device (A-09), then watch the FE state."""
         ok, why = self._validate()
+        if ok:  # A-04: before InitWait, so a frontend reacting to InitWait finds it
+            self._write(f"{self.be_path}/{XsField.BE_VERSIONS}", VERSIONS)
         self.run(self.fsm.start(ok, why))
-        if ok:
-            self._write(f"{self.be_path}/{XsField.BE_VERSIONS}", VERSIONS)  # A-04
         if self.fe_path and not self.fsm.failed:
             self.store.watch(f"{self.fe_path}/{XsField.STATE}", self.token)
             self.watching = True
