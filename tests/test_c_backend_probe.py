@@ -7,17 +7,16 @@ sim's accounting shows every mapping made and none left."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from requires import need_xen_c_toolchain
 
 from harness.xen.api import Perm, Store
 from harness.xen.sim import simexec
-from harness.xen.sim.clibs import build
 from harness.xen.sim.hvproto import PortState
 from harness.xen.sim.runner import Sim
 from protocol_models.xenstore import XsError
@@ -37,14 +36,7 @@ def pattern(start: int, stop: int, mul: int, add: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    missing = [s for s in build.SONAMES if build.debian_library(s) is None]
-    if not build.have_gcc():
-        missing.append("gcc")
-    if missing:
-        msg = f"missing {', '.join(missing)}: apt-get install libxen-dev gcc"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need_xen_c_toolchain()
     out = tmp_path_factory.mktemp("c") / "backend_probe"
     proc = subprocess.run(
         ["gcc", "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(out),

@@ -4,7 +4,6 @@ versions, data sizes), so binaries linked against Debian's libraries load with t
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,11 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from requires import XEN_C_HINT, unavailable
 
 from harness.xen.sim.clibs import build
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-INSTALL_HINT = "apt-get install libxen-dev gcc"
 
 
 def need_debian() -> None:
@@ -24,10 +21,7 @@ def need_debian() -> None:
     missing = [t for t in ("gcc", "nm") if shutil.which(t) is None]
     missing += [s for s in build.SONAMES if build.debian_library(s) is None]
     if missing:
-        msg = f"missing {', '.join(missing)}: {INSTALL_HINT}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"missing {', '.join(missing)}: {XEN_C_HINT}")
 
 
 @pytest.fixture(scope="module")

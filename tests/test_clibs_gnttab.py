@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from requires import need_xen_c_toolchain
 
 from harness.xen.sim.clibs import build
 from harness.xen.sim.runner import Sim
@@ -21,11 +22,7 @@ PROT_READ, PROT_WRITE = 1, 2
 
 
 def need_gcc() -> None:
-    if build.debian_library("libxengnttab.so.1") is None or not build.have_gcc():
-        msg = "missing gcc or Debian's Xen libraries: apt-get install libxen-dev gcc"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need_xen_c_toolchain("libxengnttab.so.1")
 
 
 class Gnttab:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from requires import need_xen_c_toolchain
 
 from harness.xen.sim import simexec
 from harness.xen.sim.clibs import build
@@ -22,14 +23,7 @@ C_DIR = Path(__file__).parent / "c"
 
 
 def need_toolchain() -> None:
-    missing = [s for s in build.SONAMES if build.debian_library(s) is None]
-    if not build.have_gcc():
-        missing.append("gcc")
-    if missing:
-        msg = f"missing {', '.join(missing)}: apt-get install libxen-dev gcc"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    need_xen_c_toolchain()
 
 
 def compile_c(src: Path, out: Path, libs: list[str]) -> Path:

@@ -5,12 +5,12 @@ report; the supervisor restarts it and the run goes on."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
+from requires import unavailable
 
 from harness.backends.backend_spec import parse_backend_spec
 from harness.backends.supervisor import SupervisorConfig, running_supervisor
@@ -22,13 +22,6 @@ C_DIR = Path(__file__).parent / "c"
 LIBS = ["-lxenstore", "-lxenevtchn", "-lxengnttab"]
 
 
-def _unavailable(msg: str) -> None:
-    # CI must build it: there, a missing toolchain is a failure, never a skip
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
 def asan_backend(tmp_path_factory: pytest.TempPathFactory) -> Path:
     missing = [s for s in ("libxenstore.so.4", *build.SONAMES)
@@ -36,14 +29,14 @@ def asan_backend(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not build.have_gcc():
         missing.append("gcc")
     if missing:
-        _unavailable(f"missing {', '.join(missing)}: apt-get install libxen-dev gcc")
+        unavailable(f"missing {', '.join(missing)}: apt-get install libxen-dev gcc")
     out = tmp_path_factory.mktemp("asan") / "asan_backend"
     proc = subprocess.run(
         ["gcc", "-Wall", "-Wextra", "-Werror", "-g", "-O1", "-fsanitize=address",
          "-fno-omit-frame-pointer", "-o", str(out), str(C_DIR / "asan_backend.c"), *LIBS],
         capture_output=True, text=True)
     if proc.returncode != 0 and "asan" in proc.stderr.lower():
-        _unavailable(f"gcc -fsanitize=address does not link (libasan?): {proc.stderr}")
+        unavailable(f"gcc -fsanitize=address does not link (libasan?): {proc.stderr}")
     assert proc.returncode == 0, proc.stderr
     return out
 
