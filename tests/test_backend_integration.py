@@ -186,14 +186,20 @@ def test_backend_process_end_to_end(sim: Sim, backend) -> None:
     assert sim.mappings(granter=FE, mapper=BE, history=False) == []
 
 
-def test_sigterm_while_connected_unmaps_and_exits_0(sim: Sim, backend) -> None:
-    proc, _, _ = backend
+def connect_hand_frontend(sim: Sim):
+    """Toolstack device, the hand frontend publishes, the backend reaches Connected."""
     ts = sim.domain(0)
     plan = plan_device(CARD, FE, BE, DEV)
     create_device(ts.store, plan, wait_initwait=10.0)
     fe = HandFrontend(sim, plan.fe_path)
     fe.publish()
     wait_until(lambda: read(ts.store, plan.be_state_path) == b"4", what="BE Connected")
+    return ts, plan, fe
+
+
+def test_sigterm_while_connected_unmaps_and_exits_0(sim: Sim, backend) -> None:
+    proc, _, _ = backend
+    ts, plan, fe = connect_hand_frontend(sim)
     gref_dir, _ = fe.share_buffer(4096)
     assert fe.call(Op.OPEN, pcm_rate=48000, pcm_format=PcmFormat.S16_LE, pcm_channels=2,
                    buffer_sz=4096, gref_directory=gref_dir, period_sz=0).status == 0
@@ -206,12 +212,7 @@ def test_sigterm_while_connected_unmaps_and_exits_0(sim: Sim, backend) -> None:
 
 def test_ring_overflow_tears_down_and_reconnects_on_republish(sim: Sim, backend) -> None:
     proc, _, _ = backend
-    ts = sim.domain(0)
-    plan = plan_device(CARD, FE, BE, DEV)
-    create_device(ts.store, plan, wait_initwait=10.0)
-    fe = HandFrontend(sim, plan.fe_path)
-    fe.publish()
-    wait_until(lambda: read(ts.store, plan.be_state_path) == b"4", what="BE Connected")
+    ts, plan, fe = connect_hand_frontend(sim)
     fe.set_state(4)
     fe.front.set_req_prod(1000)  # G-06: req_prod far beyond a ring
     fe.dom.evtchn.notify(fe.req_port)
