@@ -112,6 +112,15 @@ def backend_case(backend_supervisor: Any, request: pytest.FixtureRequest) -> Ite
         backend_supervisor.end_case(case, None)
 
 
+@pytest.fixture
+def observe(request: pytest.FixtureRequest) -> Any:
+    """``observe(what, value)``: record what the case saw on an AMBIG point (an INFO
+    verdict's evidence); see :mod:`harness.certify.outcomes`."""
+    from harness.certify.outcomes import observe as _observe
+
+    return lambda what, value: _observe(request.node, what, value)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """Judge a ``backend_case`` test as soon as its body ends: a CRASH, HANG, ERROR or a

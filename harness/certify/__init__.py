@@ -1,0 +1,2 @@
+"""Certification: the pytest plugin that turns suite outcomes into per-clause verdicts, and
+the ``certify`` command over it."""
