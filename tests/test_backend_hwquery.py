@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from test_backend_stream import FakeMemory, StreamCore, StreamInfo
 
 from harness.backends.reference.hw_space import EINVAL, HwParams, StreamSpace
-from harness.frontend.card_config import read_card_config
+from harness.card_config import read_card_config
 from protocol_models import codec
 from protocol_models.constants import PCM_FORMATS, Op, PcmFormat
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.frontend.card_config import (
+from harness.card_config import (
     DEFAULT_PCM_HW,
     CardConfig,
     ConfigError,

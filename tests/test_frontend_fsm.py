@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.frontend.card_config import ConfigError, read_card_config
+from harness.card_config import ConfigError, read_card_config
 from harness.frontend.xenbus_fsm import (
     AllocateAndPublishTransport,
     BackendPolled,

@@ -4,11 +4,13 @@ grants, and one buffer followed and mapped by the backend domain on the simulate
 from __future__ import annotations
 
 import itertools
+from typing import NoReturn
 
 import pytest
 
 from harness.frontend.errors import SharedBufferError
 from harness.frontend.shbuf import SharedBuffer, num_dir_pages, num_pages
+from harness.xen.api import Grants
 from harness.xen.sim.runner import Sim
 from protocol_models import codec
 from protocol_models.constants import XEN_PAGE_SIZE, XENSND_PAGE_DIR_GREFS
@@ -17,8 +19,9 @@ BE = 0
 
 
 class FakePages:
-    def __init__(self, npages: int) -> None:
+    def __init__(self, npages: int, refs: list[int]) -> None:
         self.npages = npages
+        self.refs = refs
         self.mem = bytearray(b"\xAA" * npages * XEN_PAGE_SIZE)  # dirty: zeroing is ours
 
     @property
@@ -33,7 +36,9 @@ class FakePages:
 
 
 class FakeGrants:
-    """Grant order and revokes, in memory; refs start at 8 like Xen's first free ref."""
+    """Exactly the seam's ``Grants`` (what a real host offers: share, revoke, map), in
+    memory: grant order and revokes are recorded; refs start at 8 like Xen's first free
+    ref. No ``alloc_pages``/``grant``: the frontend must not need them."""
 
     def __init__(self, busy: set[int] = frozenset()) -> None:  # type: ignore[assignment]
         self.refs = itertools.count(8)
@@ -41,18 +46,29 @@ class FakeGrants:
         self.revoked: list[int] = []
         self.busy = busy
 
-    def alloc_pages(self, npages: int) -> FakePages:
-        return FakePages(npages)
-
-    def grant(self, pages: FakePages, index: int, domid: int, readonly: bool = False) -> int:
+    def share_pages(self, npages: int, domid: int, readonly: bool = False) -> FakePages:
         assert not readonly  # SND-C-03: read/write
-        ref = next(self.refs)
-        self.granted.append((pages, index, domid, ref))
-        return ref
+        pages = FakePages(npages, [next(self.refs) for _ in range(npages)])
+        self.granted += [(pages, i, domid, ref) for i, ref in enumerate(pages.refs)]
+        return pages
 
     def revoke(self, ref: int) -> bool:
         self.revoked.append(ref)
         return ref not in self.busy
+
+    def map(self, domid: int, refs: object, readonly: bool = False) -> NoReturn:
+        raise AssertionError("the granting side never maps")
+
+    def close(self) -> None:
+        pass
+
+
+def test_fake_grants_is_exactly_the_seam() -> None:
+    """The fake offers the seam's ``Grants`` calls and nothing else, so the tests below
+    show the frontend builds its buffers through real-host calls only."""
+    public = {n for n in dir(FakeGrants) if not n.startswith("_")}
+    assert public == {n for n in dir(Grants) if not n.startswith("_")}
+    assert isinstance(FakeGrants(), Grants)
 
 
 def chain(buf: SharedBuffer) -> list[int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.frontend.card_config import read_card_config
+from harness.card_config import read_card_config
 from harness.toolstack.plan import (
     RemoveTree,
     WaitForNode,

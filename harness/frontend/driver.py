@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from harness.card_config import CardConfig, ConfigError, StreamConfig, read_card_config
 from harness.trace import Trace
 from harness.xen.api import Domain, in_transaction
 from protocol_models.constants import (
@@ -38,7 +39,6 @@ from protocol_models.xenbus import XenbusState
 from protocol_models.xenstore import XsError
 
 from . import violations as V
-from .card_config import CardConfig, ConfigError, StreamConfig, read_card_config
 from .errors import (
     ConnectTimeout,
     FrontendError,
@@ -268,9 +268,9 @@ class FrontendDevice:
                 continue
             stream, which = target
             if which == "req":
-                stream._on_responses()
+                stream.on_responses()
             else:
-                stream._on_events()
+                stream.on_events()
 
     def _read(self, path: str) -> bytes | None:
         try:
@@ -311,7 +311,7 @@ class FrontendDevice:
             return DeviceCreated(True)
         elif isinstance(action, DestroyDevice):
             for s in self.streams:
-                s._disconnect()
+                s.disconnect()
         elif isinstance(action, WriteFatalError):
             path = f"{self.dom_path}/error/{self.nodename}/error"
             with contextlib.suppress(XsError):
@@ -374,16 +374,13 @@ class FrontendDevice:
             for sc in configs:
                 s = self.stream(sc.path)
                 with self.hv_lock:
-                    ring = grants.alloc_pages(1)
-                    evt = grants.alloc_pages(1)
-                s._attach(ring, evt, 0, 0, 0, 0)  # pages initialised before granting
-                with self.hv_lock:
-                    ring_ref = grants.grant(ring, 0, be)
-                    evt_ref = grants.grant(evt, 0, be)
+                    ring = grants.share_pages(1, be)
+                    evt = grants.share_pages(1, be)
                     req_port = ev.alloc_unbound(be)
                     evt_port = ev.alloc_unbound(be)
-                s.ring_ref, s.evt_ring_ref = ring_ref, evt_ref
-                s.req_port, s.evt_port = req_port, evt_port
+                # initialised before the refs are published: the backend cannot map
+                # them before it reads them from XenStore (SND-B-01, B-17)
+                s.attach(ring, evt, ring.refs[0], evt.refs[0], req_port, evt_port)
                 self._ports[req_port] = (s, "req")
                 self._ports[evt_port] = (s, "evt")
 
@@ -412,14 +409,7 @@ class FrontendDevice:
     def _free_channels(self) -> None:
         """``xen_snd_front_evtchnl_free_all``: waiters -EIO, unbind, end access."""
         for s in self.streams:
-            s._disconnect()
-            with s.cond:
-                ports = (s.req_port, s.evt_port)
-                refs = (s.ring_ref, s.evt_ring_ref)
-                pages = (s.ring_pages, s.evt_pages)
-                s.channel = None
-                s.ring_pages = s.evt_pages = None
-                s.req_port = s.evt_port = s.ring_ref = s.evt_ring_ref = 0
+            ports, refs, pages = s.detach()
             busy = []
             with self.hv_lock:
                 for port in ports:

@@ -56,19 +56,16 @@ class SharedBuffer:
         npages = num_pages(self.size)
         ndir = num_dir_pages(npages)
         with self.lock:
-            self.dir_pages = self.grants.alloc_pages(ndir)
+            # SND-C-03: directory pages are granted first, then the buffer pages; sharing
+            # grants at allocation (the seam's only way, as gntalloc), in that order.
+            self.dir_pages = self.grants.share_pages(ndir, self.backend_domid)
             try:
+                self.dir_grefs = list(self.dir_pages.refs)
                 for first in range(0, npages, ALLOC_CHUNK):
-                    self.buf_chunks.append(
-                        self.grants.alloc_pages(min(ALLOC_CHUNK, npages - first)))
-                # SND-C-03: directory pages are granted first, then the buffer pages.
-                for i in range(ndir):
-                    self.dir_grefs.append(self.grants.grant(self.dir_pages, i,
-                                                            self.backend_domid))
-                for chunk in self.buf_chunks:
-                    for i in range(chunk.npages):
-                        self.buf_grefs.append(self.grants.grant(chunk, i,
-                                                                self.backend_domid))
+                    chunk = self.grants.share_pages(min(ALLOC_CHUNK, npages - first),
+                                                    self.backend_domid)
+                    self.buf_chunks.append(chunk)
+                    self.buf_grefs.extend(chunk.refs)
             except BaseException:
                 self._release()
                 raise

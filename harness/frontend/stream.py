@@ -14,8 +14,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from harness.card_config import StreamConfig
+from harness.trace import Trace
 from harness.xen.api import SharedPages
 from protocol_models.constants import (
     Op,
@@ -25,7 +27,6 @@ from protocol_models.constants import (
 )
 
 from . import violations as V
-from .card_config import StreamConfig
 from .errors import (
     Disconnected,
     NotConnected,
@@ -36,8 +37,17 @@ from .errors import (
 from .shbuf import SharedBuffer
 from .stream_core import EventInfo, Pending, Response, StreamChannel, StreamCore, op_name
 
-if TYPE_CHECKING:
-    from .driver import FrontendDevice
+
+class StreamHost(Protocol):
+    """What a stream needs of its device (the driver): identity, trace, timeout, notify.
+    A protocol, so that the stream does not import the driver that creates it."""
+
+    domid: int
+    trace: Trace
+    timeout_ms: int
+
+    def notify(self, port: int, stream: str | None = None) -> None: ...
+    def trace_msg(self, kind: str, raw: bytes, **fields: Any) -> None: ...
 
 _TYPED = "typed"
 _RAW = "raw"
@@ -51,7 +61,7 @@ def _to_bytes(msg: Any) -> bytes:
 class FrontendStream:
     """One configured stream (``<pcm>/<stream>``): typed and raw request API, events."""
 
-    def __init__(self, device: FrontendDevice, config: StreamConfig) -> None:
+    def __init__(self, device: StreamHost, config: StreamConfig) -> None:
         self.device = device
         self.config = config
         self.path = config.path
@@ -355,9 +365,9 @@ class FrontendStream:
             self.device.trace.record("violation", self.device.domid, **v.as_dict())
         self._traced_violations = len(self.violations)
 
-    # called by the device's I/O thread -----------------------------------------------
+    # called by the device's I/O thread (the driver) -----------------------------------
 
-    def _on_responses(self) -> None:
+    def on_responses(self) -> None:
         with self.cond:
             ch = self.channel
             if ch is None:
@@ -374,7 +384,7 @@ class FrontendStream:
             self._trace_violations()
             self.cond.notify_all()
 
-    def _on_events(self) -> None:
+    def on_events(self) -> None:
         with self.cond:
             ch = self.channel
             if ch is None:
@@ -387,7 +397,7 @@ class FrontendStream:
             self._trace_violations()
             self.cond.notify_all()
 
-    def _attach(self, ring_pages: SharedPages, evt_pages: SharedPages, ring_ref: int,
+    def attach(self, ring_pages: SharedPages, evt_pages: SharedPages, ring_ref: int,
                 evt_ring_ref: int, req_port: int, evt_port: int) -> None:
         """New channels for a new connection: a fresh core (event ids restart, E-04)."""
         with self.cond:
@@ -412,12 +422,33 @@ class FrontendStream:
             self.cond.notify_all()
             return len(failed)
 
-    def _disconnect(self) -> None:
+    def disconnect(self) -> None:
         """Channels freed: waiters get -EIO (SND-G-02), buffer revoked."""
         with self.cond:
             self.connected = False
             self.abort_requests()
             self._free_buffer(after_close=False)
+
+    def detach(self) -> tuple[tuple[int, int], tuple[int, int],
+                              tuple[SharedPages | None, SharedPages | None]]:
+        """Disconnect and forget the channels: ``(ports, refs, pages)`` for the driver to
+        unbind, revoke and free (under the stream's lock, so a reader of the pages, e.g.
+        a watchdog, never sees freed ones)."""
+        self.disconnect()
+        with self.cond:
+            out = ((self.req_port, self.evt_port), (self.ring_ref, self.evt_ring_ref),
+                   (self.ring_pages, self.evt_pages))
+            self.channel = None
+            self.ring_pages = self.evt_pages = None
+            self.req_port = self.evt_port = self.ring_ref = self.evt_ring_ref = 0
+        return out
+
+    def idle(self, timeout: float) -> bool:
+        """True when no typed request is in flight (waiting up to ``timeout`` for one)."""
+        if not self._req_lock.acquire(timeout=timeout):
+            return False
+        self._req_lock.release()
+        return True
 
 
 def _width(fmt: PcmFormat) -> int | None:

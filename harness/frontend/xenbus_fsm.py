@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from harness.card_config import CardConfig, ConfigResult, StreamConfig
 from protocol_models.constants import XenErrno
 from protocol_models.xenbus import XenbusState
-
-from .card_config import CardConfig, ConfigResult, StreamConfig
 
 #: ``xen_drv_remove``: ``int to = 100; while (state != InitWait && --to) msleep(10);``
 #: i.e. at most 100 reads with 99 sleeps of 10 ms between them (SND-A-15).

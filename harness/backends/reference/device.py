@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.frontend.card_config import CardConfig, read_card_config
+from harness.card_config import CardConfig, read_card_config
 from harness.rings import BackRing, EventProducer
 from harness.trace import Trace
 from harness.xen.api import Domain, Mapping

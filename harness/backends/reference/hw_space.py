@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from harness.frontend.card_config import PcmHw
+from harness.card_config import PcmHw
 from protocol_models.constants import PCM_FORMATS, PcmFormat, XenErrno
 
 from .defects import NO_DEFECTS, Defects
