@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from harness.world.spec import AUDIO_MODES
+
 pytest_plugins = ("pytester",)  # the harness's own tests run pytest inside pytest
 
 _SPEC_KEY = pytest.StashKey[Any]()
@@ -45,53 +47,70 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "a ring may stall (default 3, Linux's 3000 ms)")
     group.addoption("--backend-out", default=None, metavar="DIR",
                     help="where the backend log and verdicts go (default: a temp dir)")
+    group.addoption("--vsnd", default=None, metavar="XL",
+                    help="the card, as an xl.cfg vsnd value (default: one playback and one "
+                         "capture stream, 48 kHz S16_LE)")
+    group.addoption("--config", dest="vsnd_config", default=None, metavar="FILE",
+                    help="the card from a file: TOML (.toml) or xl.cfg syntax")
+    group.addoption("--audio", default=None, choices=AUDIO_MODES,
+                    help="the audio host: pulse (private PulseAudio: null sink + "
+                         "known-signal source), alsa-file (ALSA file plugin), wav (the "
+                         "reference backend's files; its default), none")
+    group.addoption("--backend-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment of the backend process (repeatable)")
+    group.addoption("--unique-id", default=None, metavar="TEMPLATE",
+                    help="every stream's unique-id; {device} is the audio host's sink "
+                         "(playback) or source (capture), e.g. 'pulse<{device}>'")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Validate the backend options once, before any test runs: a bad value is a usage
     error naming the bad part, not a failure of every test."""
-    from harness.backends.backend_spec import BackendSpecError, parse_backend_spec
+    from harness.world.spec import WorldSpecError, world_spec
 
+    defects = config.getoption("defect") or []
+    t = float(config.getoption("case_timeout"))
+    if t <= 0:
+        raise pytest.UsageError("--case-timeout must be > 0")
+    if config.getoption("backend_domid") < 0:
+        raise pytest.UsageError("--backend-domid must be >= 0")
     try:
-        spec = parse_backend_spec(config.getoption("backend"),
-                                  config.getoption("defect") or [])
-    except BackendSpecError as exc:
+        spec = world_spec(backend=config.getoption("backend"), defects=defects,
+                          platform=config.getoption("platform"),
+                          vsnd=config.getoption("vsnd"),
+                          config=config.getoption("vsnd_config"),
+                          audio=config.getoption("audio"),
+                          backend_env=config.getoption("backend_env"),
+                          unique_id=config.getoption("unique_id"),
+                          backend_domid=config.getoption("backend_domid"),
+                          request_timeout_ms=int(t * 1000))
+    except WorldSpecError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if spec.defects:
+    if defects:
         from harness.backends.reference.defects import Defects, UnknownDefect
 
         try:
-            Defects.of(spec.defects)
+            Defects.of(defects)
         except UnknownDefect as exc:
             raise pytest.UsageError(f"--defect: {exc}") from None
-    if config.getoption("backend_domid") < 0:
-        raise pytest.UsageError("--backend-domid must be >= 0")
-    if config.getoption("case_timeout") <= 0:
-        raise pytest.UsageError("--case-timeout must be > 0")
-    if config.getoption("platform") == "real":
-        if spec.kind != "attach":
-            raise pytest.UsageError("--platform real: only --backend attach (the harness "
-                                    "cannot start a backend domain on a real host)")
     config.stash[_SPEC_KEY] = spec
 
 
 def supervisor_config(config: pytest.Config) -> Any:
     """The :class:`SupervisorConfig` the options describe."""
-    from harness.backends.supervisor import SupervisorConfig
+    from harness.runner.supervisor import SupervisorConfig
 
     t = float(config.getoption("case_timeout"))
-    return SupervisorConfig(spec=config.stash[_SPEC_KEY],
-                            backend_domid=config.getoption("backend_domid"),
+    return SupervisorConfig(world=config.stash[_SPEC_KEY],
                             restart_policy=config.getoption("restart_policy"),
-                            request_timeout_ms=int(t * 1000), hang_timeout=t,
-                            probe_timeout=min(1.0, t))
+                            hang_timeout=t, probe_timeout=min(1.0, t))
 
 
 @pytest.fixture(scope="session")
 def backend_supervisor(pytestconfig: pytest.Config,
                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One supervised backend for the whole run (restarted as needed)."""
-    from harness.backends.supervisor import running_supervisor
+    from harness.runner.supervisor import running_supervisor
 
     if pytestconfig.getoption("platform") == "real":
         pytest.fail("--platform real: the supervisor runs on the simulated Xen only (yet)")
@@ -125,7 +144,7 @@ def observe(request: pytest.FixtureRequest) -> Any:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """Judge a ``backend_case`` test as soon as its body ends: a CRASH, HANG, ERROR or a
     resource finding fails it with the verdict (the body's own exception chained)."""
-    from harness.backends.verdicts import BackendVerdictError, Outcome
+    from harness.runner.verdicts import BackendVerdictError, Outcome
 
     attached = getattr(item, _CASE_ATTR, None)
     if attached is None:

@@ -29,7 +29,7 @@ from harness.backends.audio_host import (
 )
 from harness.backends.audio_oracle import check_capture, check_playback, noise
 from harness.frontend import audio
-from harness.session import reference_session
+from harness.world.world import reference_world
 from protocol_models.constants import PcmFormat, frame_size
 
 RATE, FMT, CH = 48000, PcmFormat.S16_LE, 2
@@ -185,9 +185,9 @@ BUFFER, PERIOD = 65536, 4096
 
 def test_reference_backend_playback_arrives_sample_exact_at_the_sink(pulse, tmp_path):
     sig = noise(FMT, CH, RATE, seed=4)  # 1 s
-    with running_audio_host(tmp_path / "host", RATE, FMT, CH) as host, \
-            reference_session(tmp_path / "run", audio="pulse", audio_env=host.env) as s:
-        assert s.dev is not None
+    with reference_world(tmp_path / "run", audio="pulse") as s:
+        host = s.audio_host
+        assert s.dev is not None and host is not None
         host.start_recording()
         rep = audio.play(s.dev.stream("0/0"), sig, RATE, FMT, CH, BUFFER, PERIOD)
         assert rep.ok and rep.drained, rep.error
@@ -202,9 +202,9 @@ def test_reference_backend_playback_arrives_sample_exact_at_the_sink(pulse, tmp_
 
 def test_reference_backend_capture_reads_the_source_sample_exact(pulse, tmp_path):
     sig = noise(FMT, CH, 3 * RATE, seed=5)  # longer than the capture: no silence at its end
-    with running_audio_host(tmp_path / "host", RATE, FMT, CH) as host, \
-            reference_session(tmp_path / "run", audio="pulse", audio_env=host.env) as s:
-        assert s.dev is not None
+    with reference_world(tmp_path / "run", audio="pulse") as s:
+        host = s.audio_host
+        assert s.dev is not None and host is not None
         host.play_into_source(sig)
         host.wait_source_playing()
         rep = audio.capture(s.dev.stream("0/1"), RATE, FMT, CH, BUFFER, PERIOD,

@@ -36,7 +36,7 @@ from harness.backends.reference.xenbus_be import BackendFsm, SetState
 from harness.cli import main as cli_main
 from harness.frontend.errors import RequestTimeout
 from harness.rings import BackRing, EventConsumer, EventProducer, FrontRing, RingError
-from harness.session import reference_session
+from harness.world.world import reference_world
 from protocol_models import codec
 from protocol_models.constants import XEN_PAGE_SIZE, Op, PcmFormat, Trigger
 from protocol_models.xenbus import XenbusState as S
@@ -614,17 +614,17 @@ def test_backend_process_rejects_an_unknown_defect():
 # --- in a real backend process, under the reference frontend -----------------------------
 
 def test_no_req_event_rearm_makes_the_second_request_time_out(tmp_path: Path):
-    with reference_session(tmp_path, defects=["no-req-event-rearm"]) as session:
+    with reference_world(tmp_path, defects=["no-req-event-rearm"]) as session:
         assert session.dev is not None
         stream = session.dev.stream("0/0")
         assert stream.hw_param_query().ok  # the first one is noticed
         with pytest.raises(RequestTimeout):
             stream.hw_param_query(timeout_ms=500)  # B-03: never noticed
-        assert session.backend.poll() is None
+        assert session.exit_status() is None
 
 
 def test_abort_on_trigger_before_open_kills_the_backend_with_sigabrt(tmp_path: Path):
-    with reference_session(tmp_path, defects=["abort-on-trigger-before-open"]) as session:
+    with reference_world(tmp_path, defects=["abort-on-trigger-before-open"]) as session:
         assert session.dev is not None
         stream = session.dev.stream("0/0")
         assert stream.hw_param_query().ok  # alive and serving until then
@@ -634,7 +634,7 @@ def test_abort_on_trigger_before_open_kills_the_backend_with_sigabrt(tmp_path: P
 
 
 def test_hang_on_hw_query_stops_answering_while_the_process_lives(tmp_path: Path):
-    with reference_session(tmp_path, defects=["hang-on-hw-query"]) as session:
+    with reference_world(tmp_path, defects=["hang-on-hw-query"]) as session:
         assert session.dev is not None
         stream = session.dev.stream("0/0")
         with pytest.raises(RequestTimeout):
@@ -642,15 +642,17 @@ def test_hang_on_hw_query_stops_answering_while_the_process_lives(tmp_path: Path
         with pytest.raises(RequestTimeout):
             stream.trigger("STOP", timeout_ms=500)
         time.sleep(0.2)
-        assert session.backend.poll() is None  # a hang, not a crash
+        assert session.exit_status() is None  # a hang, not a crash
         # other streams are still served (until they send a query themselves)
         assert session.dev.stream("0/1").trigger("STOP").status == "-EBADF"  # not open
-        assert session.stop_backend() == 0  # and it still exits cleanly on SIGTERM
+        stopped = session.stop_backend("test")
+        # and it still exits cleanly on SIGTERM
+        assert stopped is not None and stopped.status == 0 and not stopped.killed
 
 
 def test_correct_session_has_no_defects(tmp_path: Path):
-    with reference_session(tmp_path) as session:
-        assert session.defects == ()
+    with reference_world(tmp_path) as session:
+        assert session.spec.backend.defects == ()
         assert session.dev is not None
         stream = session.dev.stream("0/0")
         assert stream.hw_param_query().ok and stream.hw_param_query().ok

@@ -7,7 +7,6 @@ killing and restarting the backend brings the frontend back without the toolstac
 from __future__ import annotations
 
 import itertools
-import signal
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,18 +15,18 @@ import pytest
 
 from harness.backends.reference import audio_io as backend_mod
 from harness.frontend import audio
-from harness.session import BE_DOMID, FE_DOMID, Session, reference_session
 from harness.trace import Trace
+from harness.world.world import World, reference_world
 from protocol_models.constants import PcmFormat, frame_size
 
-FE, BE = FE_DOMID, BE_DOMID
+FE, BE = 1, 0  # the world's guest and backend domains
 RATE, FMT, CH = 48000, PcmFormat.S16_LE, 2
 BUFFER, PERIOD = 64 * 1024, 4096
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[Session]:
-    with reference_session(tmp_path, trace=Trace(tmp_path / "fe.jsonl")) as session:
+def world(tmp_path: Path) -> Iterator[World]:
+    with reference_world(tmp_path, trace=Trace(tmp_path / "fe.jsonl")) as session:
         yield session
 
 
@@ -35,7 +34,7 @@ def sine(nbytes: int) -> bytes:
     return backend_mod.sine_bytes(FMT, CH, RATE, 1000, 0, nbytes)
 
 
-def test_playback_and_capture(world: Session) -> None:
+def test_playback_and_capture(world: World) -> None:
     dev = world.dev
     assert dev is not None
     assert [s.type for s in dev.streams] == ["p", "c"]
@@ -68,8 +67,8 @@ def test_playback_and_capture(world: Session) -> None:
     assert cap.violations == [] and dev.violations == []
 
 
-def test_teardown_leaves_nothing(world: Session) -> None:
-    dev, sim = world.dev, world.sim
+def test_teardown_leaves_nothing(world: World) -> None:
+    dev, sim = world.dev, world.platform.sim  # type: ignore[attr-defined]
     assert dev is not None
     pb = dev.stream(0)
     assert pb.open(RATE, FMT, CH, BUFFER, PERIOD).ok
@@ -81,18 +80,20 @@ def test_teardown_leaves_nothing(world: Session) -> None:
     assert sim.mappings(granter=FE) == []
     assert sim.grants(FE) == []
     assert [p for p in sim.ports(FE) if p.state.name != "FREE"] == []
-    assert world.stop_backend() == 0
-    assert world.backend.poll() is not None
+    stopped = world.stop_backend("test")
+    assert stopped is not None and stopped.status == 0 and not stopped.killed
     assert [p for p in sim.ports(BE) if p.remote_domid == FE] == []
 
 
-def test_reconnects_after_backend_restart(world: Session) -> None:
+def test_reconnects_after_backend_restart(world: World) -> None:
     dev = world.dev
     assert dev is not None
     stream = dev.stream("0/0")
     assert stream.hw_param_query().ok
-    world.stop_backend(signal.SIGKILL)
-    world.start_backend()
+    assert world.backend is not None
+    world.backend.proc.kill()
+    world.stop_backend("killed")
+    world.start_backend("restart")
     dev.wait_connected(15, generation=2)
     assert dev.stream("0/0") is stream
     assert stream.hw_param_query().ok

@@ -17,18 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.backends.backend_spec import parse_backend_spec
-from harness.backends.supervisor import (
+from harness.frontend.driver import FrontendDevice
+from harness.frontend.errors import Disconnected, RequestTimeout
+from harness.procs import stop_process
+from harness.runner.supervisor import (
     BackendStartError,
     Supervisor,
     SupervisorConfig,
     running_supervisor,
 )
-from harness.backends.verdicts import Outcome
-from harness.frontend.driver import FrontendDevice
-from harness.frontend.errors import Disconnected, RequestTimeout
-from harness.procs import stop_process
+from harness.runner.verdicts import Outcome
 from harness.trace import load
+from harness.world.backend_spec import parse_backend_spec
+from harness.world.spec import WorldSpec
+from harness.xen.sim.platform import SimPlatform
 from harness.xen.sim.runner import running_sim
 from protocol_models import codec
 from protocol_models.constants import Op, PcmFormat
@@ -54,11 +56,16 @@ def exec_reference(*defects: str, prefix: list[str] | None = None) -> str:
     return "exec:" + shlex.join(argv)
 
 
+WORLD_KEYS = ("request_timeout_ms", "kill_grace", "init_timeout", "backend_env")
+
+
 def config(backend: str, **kw: object) -> SupervisorConfig:
     base: dict[str, object] = dict(request_timeout_ms=REQUEST_MS, hang_timeout=HANG_S,
                                    probe_timeout=PROBE_S, kill_grace=2.0)
     base.update(kw)
-    return SupervisorConfig(spec=parse_backend_spec(backend), **base)  # type: ignore[arg-type]
+    world = WorldSpec(backend=parse_backend_spec(backend),
+                      **{k: base.pop(k) for k in WORLD_KEYS if k in base})  # type: ignore
+    return SupervisorConfig(world=world, **base)  # type: ignore[arg-type]
 
 
 def play_a_few_periods(dev: FrontendDevice) -> None:
@@ -147,7 +154,9 @@ def test_hang_is_detected_killed_restarted_and_the_next_case_passes(tmp_path: Pa
         assert v is not None and v.outcome is Outcome.HANG, v
         assert time.monotonic() - t0 < DETECT_BOUND_S
         assert "probe HW_PARAM_QUERY got no answer" in v.detail and "0/0" in v.detail
-        assert hung.poll() is None  # alive: a hang, not a crash
+        # judged alive (a hang, not a crash), then stopped within the case: it yielded to
+        # SIGTERM, so the teardown is no finding
+        assert hung.poll() == 0 and not v.findings, v.describe()
 
         with sup.case("suite::test_open_close") as case:
             pb = case.dev.stream("0/0")
@@ -184,7 +193,11 @@ def test_a_hung_backend_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
         assert old is not None
         with sup.case("hang") as case:
             case.dev.stream("0/0").hw_param_query()
-        assert case.verdict is not None and case.verdict.outcome is Outcome.HANG
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.HANG
+        # the teardown that needed SIGKILL is a finding of the case that caused it
+        assert [f.kind for f in v.findings] == ["kill-needed"], v.describe()
+        assert old.returncode == -9  # stopped within the case, not at the next one
         with sup.case("next") as case:
             assert case.dev.stream("0/0").close().ok  # type: ignore[union-attr]
         assert case.verdict is not None and case.verdict.outcome is Outcome.PASS
@@ -234,7 +247,7 @@ def test_backend_closing_its_device_is_a_verdict_and_a_restart(tmp_path: Path) -
     with running_supervisor(tmp_path, config("reference")) as sup:
         with sup.case("gives-up") as case:
             # what a backend that gives up does (state Closed) while the FE is connected
-            sup._tool_store().write(f"{sup.be_path}/state", "6")
+            sup.world.tool_store.write(f"{sup.be_path}/state", "6")
         v = case.verdict
         assert v is not None and v.outcome is Outcome.FAIL and v.needs_restart
         assert "backend state Closed (6) while connected" in v.detail
@@ -266,7 +279,7 @@ def test_attach_watches_a_backend_it_did_not_start(tmp_path: Path) -> None:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=log, start_new_session=True)
         try:
-            sup = Supervisor(sim, config("attach"), tmp_path / "sup")
+            sup = Supervisor(SimPlatform(sim), config("attach"), tmp_path / "sup")
             try:
                 sup.start()
                 assert sup.proc is None

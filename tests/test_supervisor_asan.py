@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from requires import unavailable
 
-from harness.backends.backend_spec import parse_backend_spec
-from harness.backends.supervisor import SupervisorConfig, running_supervisor
-from harness.backends.verdicts import Outcome
 from harness.frontend.errors import Disconnected, RequestTimeout
+from harness.runner.supervisor import SupervisorConfig, running_supervisor
+from harness.runner.verdicts import Outcome
+from harness.world.backend_spec import parse_backend_spec
+from harness.world.spec import WorldSpec
 from harness.xen.sim.clibs import build
 
 C_DIR = Path(__file__).parent / "c"
@@ -44,10 +45,10 @@ def asan_backend(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_asan_report_is_a_crash_with_the_report(tmp_path: Path, asan_backend: Path) -> None:
     spec = parse_backend_spec("exec:" + shlex.join([str(asan_backend),
                                                     "/local/domain/{domid}/backend/vsnd"]))
-    cfg = SupervisorConfig(spec=spec, request_timeout_ms=1000, probe_timeout=0.5,
-                           hang_timeout=1.0, kill_grace=2.0,
-                           # LeakSanitizer needs ptrace, which some CI containers forbid
-                           env={"ASAN_OPTIONS": "detect_leaks=0"})
+    world = WorldSpec(backend=spec, request_timeout_ms=1000, kill_grace=2.0,
+                      # LeakSanitizer needs ptrace, which some CI containers forbid
+                      backend_env={"ASAN_OPTIONS": "detect_leaks=0"})
+    cfg = SupervisorConfig(world=world, probe_timeout=0.5, hang_timeout=1.0)
     with running_supervisor(tmp_path, cfg) as sup:
         with sup.case("suite::test_open") as case:
             # the backend died on the request: released at its death or at the timeout,

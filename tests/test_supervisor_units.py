@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.backends.backend_spec import BackendSpec, BackendSpecError, parse_backend_spec
-from harness.backends.sanitizers import find_reports
-from harness.backends.verdicts import Finding, Outcome, Verdict, signal_name
+from harness.runner.sanitizers import find_reports
+from harness.runner.verdicts import Finding, Outcome, Verdict, signal_name
+from harness.world.backend_spec import BackendSpec, BackendSpecError, parse_backend_spec
 
 
 def test_parse_kinds() -> None:

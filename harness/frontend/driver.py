@@ -119,6 +119,11 @@ class FrontendDevice:
         return self.fsm.state
 
     @property
+    def running(self) -> bool:
+        """True from :meth:`start` until :meth:`close` (the I/O thread runs)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def violations(self) -> list[V.Violation]:
         return [v for s in self.streams for v in s.violations]
 

@@ -82,6 +82,7 @@ class FrontendStream:
         self._waiters: dict[int, threading.Event] = {}
         self._raw_responses: deque[Response] = deque()
         self._traced_violations = 0
+        self._aborts = 0  # releases by abort_requests: wake raw waiters too
 
     # -- identity ----------------------------------------------------------------------
 
@@ -251,7 +252,9 @@ class FrontendStream:
         arrived by the timeout (default the request timeout)."""
         deadline = time.monotonic() + (self.timeout_ms / 1000 if timeout is None else timeout)
         with self.cond:
-            while len(self._raw_responses) < n:
+            aborts = self._aborts
+            # a release (the backend is known gone) ends the wait as Linux's -EIO does
+            while len(self._raw_responses) < n and self._aborts == aborts:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -414,6 +417,7 @@ class FrontendStream:
         -EIO, SND-G-02) now, not at its timeout: e.g. the backend process is known dead.
         Returns how many requests were waiting."""
         with self.cond:
+            self._aborts += 1
             failed = self.core.fail_all()
             for p in failed:
                 if p.seq in self._waiters:

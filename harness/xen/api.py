@@ -165,3 +165,71 @@ class Domain(Protocol):
     evtchn: EventChannels
 
     def close(self) -> None: ...
+
+
+# -- the platform: domains, processes, and optional capabilities -------------------------
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class MappingRecord:
+    """``mapper`` maps page ``ref`` of ``granter`` since ``since`` (CLOCK_MONOTONIC ns);
+    ``until`` is None while it is still mapped."""
+
+    granter: int
+    mapper: int
+    ref: int
+    readonly: bool
+    since: int
+    until: int | None
+
+
+@dataclass(frozen=True)
+class PortRecord:
+    """An event-channel port of ``domid``; ``remote_*`` are set once it is interdomain."""
+
+    domid: int
+    port: int
+    interdomain: bool
+    remote_domid: int
+    remote_port: int
+
+
+@runtime_checkable
+class GrantAccounting(Protocol):
+    """Evidence no real Xen gives: who maps which page of whom, which ports are bound.
+    Offered by the simulated Xen; the suites use it to find leaks."""
+
+    def mappings(self, granter: int | None = None, mapper: int | None = None,
+                 history: bool = False) -> list[MappingRecord]:
+        """Current mappings (and, with ``history``, the recent ended ones)."""
+        ...
+    def ports(self, domid: int) -> list[PortRecord]: ...
+
+
+class Platform(Protocol):
+    """One Xen, simulated or real, as a run uses it: domain identities for this process,
+    the environment of a process that acts as a domain, and optional capabilities."""
+
+    kind: str  # "sim" or "real"
+
+    def domain(self, domid: int) -> Domain:
+        """A new connection of this process acting as ``domid`` (the caller closes it)."""
+        ...
+    def ensure_domain(self, domid: int, name: str) -> None:
+        """Make sure domain ``domid`` exists (the sim creates it; a real host must have
+        it already, else :class:`PlatformError`)."""
+        ...
+    def process_env(self, domid: int, *, foreign: bool = False) -> dict[str, str]:
+        """The environment of a child process acting as ``domid``; ``foreign``: a program
+        built on Xen's C libraries (the sim gives it its replacement libraries)."""
+        ...
+    def capability(self, kind: type[C]) -> C | None:
+        """The optional capability ``kind`` (e.g. :class:`GrantAccounting`), or None."""
+        ...
+    def close(self) -> None: ...
+
+
+class PlatformError(RuntimeError):
+    """The platform cannot do what the run needs (the message says what and why)."""

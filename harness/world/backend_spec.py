@@ -51,7 +51,8 @@ class BackendSpec:
         return self.kind
 
     def command(self, *, domid: int, frontend_domid: int, devid: int, out: str,
-                python: str) -> list[str]:
+                python: str, capture_source: str | None = None,
+                audio: str | None = None) -> list[str]:
         """The argv to start (``exec``/``reference``); ``attach`` has none."""
         if self.kind == "attach":
             raise ValueError("an attached backend is not started by the harness")
@@ -63,7 +64,8 @@ class BackendSpec:
                 argv = [a.replace("{" + key + "}", str(value)) for a in argv]
             return argv
         return reference_argv(domid=domid, frontend_domid=frontend_domid, devid=devid,
-                              out_dir=f"{out}/wav", defects=self.defects, python=python)
+                              out_dir=f"{out}/wav", defects=self.defects, python=python,
+                              capture_source=capture_source, audio=audio)
 
 
 def parse_backend_spec(text: str, defects: tuple[str, ...] | list[str] = ()
