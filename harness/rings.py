@@ -36,7 +36,8 @@ def u32(value: int) -> int:
 
 
 def _get(page: memoryview, off: int) -> int:
-    return _U32.unpack_from(page, off)[0]
+    value: int = _U32.unpack_from(page, off)[0]
+    return value
 
 
 def _put(page: memoryview, off: int, value: int) -> None:

@@ -43,7 +43,7 @@ class TraceRecord:
 def _jsonable(value: object) -> object:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
-    if hasattr(value, "name") and isinstance(value, int):  # IntEnum: keep it readable
+    if isinstance(value, int) and hasattr(value, "name"):  # IntEnum: keep it readable
         return value.name
     return str(value)
 

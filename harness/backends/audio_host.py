@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import IO, Any, TypedDict, Unpack
 
 from harness.procs import stop_process
 from protocol_models.constants import PCM_FORMATS, PcmFormat, pcm_format
@@ -88,11 +89,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(argv: list[str], env: Mapping[str, str], **kw: object
+class SpawnOptions(TypedDict, total=False):
+    """The :class:`subprocess.Popen` options :func:`spawn` passes on (binary I/O)."""
+
+    stdin: int | IO[Any] | None
+    stdout: int | IO[Any] | None
+    stderr: int | IO[Any] | None
+    start_new_session: bool
+
+
+def spawn(argv: list[str], env: Mapping[str, str], **kw: Unpack[SpawnOptions]
           ) -> subprocess.Popen[bytes]:
     """Start a helper that dies with this process (PR_SET_PDEATHSIG)."""
-    return subprocess.Popen(argv, env=dict(env), preexec_fn=_die_with_parent,
-                            **kw)  # type: ignore[call-overload]
+    return subprocess.Popen(argv, env=dict(env), preexec_fn=_die_with_parent, **kw)
 
 
 def pacat_argv(mode: str, device: str | None, fmt: PcmFormat | int | str, rate: int,

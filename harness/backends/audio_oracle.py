@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 from protocol_models.constants import PCM_FORMATS, PcmFormat, pcm_format
 
@@ -96,7 +97,7 @@ def decode_frame(fmt: PcmFormat | int | str, channels: int, frame: bytes) -> tup
     code."""
     f, width = _info(fmt)
     info = PCM_FORMATS[f]
-    order = "big" if info.endian == "big" else "little"
+    order: Literal["big", "little"] = "big" if info.endian == "big" else "little"
     out: list[Sample] = []
     for c in range(channels):
         raw = frame[c * width:(c + 1) * width]

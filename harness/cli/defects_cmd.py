@@ -36,7 +36,8 @@ def _defects(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "defects", help="list the bugs the reference backend can be told to have",
         description="The defect catalogue: realistic backend bugs, each with the clause "

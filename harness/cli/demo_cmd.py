@@ -25,7 +25,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if run_demo(out, seconds=args.seconds, spec=spec) else 1
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "demo", help="play and capture through the reference frontend and a backend on the sim",
         description="Create a card with the toolstack, connect the reference frontend and "

@@ -35,7 +35,8 @@ DISSECT_KINDS: dict[str, _Kind] = {
 _BODY_CLASSES = frozenset(sndif.BODY_CLASSES)
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("ls", help="list the sndif message types and their fields")
     p.add_argument("name", nargs="?", help="one type (case-insensitive), e.g. OpenReq")
     p.set_defaults(handler=cmd_ls)

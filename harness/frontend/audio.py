@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from protocol_models.constants import PCM_FORMATS, PcmFormat, Trigger, frame_size, pcm_format
 
-from .driver import FrontendStream
 from .errors import FrontendError
+from .stream import FrontendStream
 from .stream_core import EventInfo, Response
 from .violations import Violation
 

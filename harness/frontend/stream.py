@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from harness.card_config import StreamConfig
 from harness.trace import Trace
-from harness.xen.api import SharedPages
+from harness.xen.api import Domain, SharedPages
 from protocol_models.constants import (
     Op,
     PcmFormat,
@@ -43,11 +43,15 @@ class StreamHost(Protocol):
     A protocol, so that the stream does not import the driver that creates it."""
 
     domid: int
+    domain: Domain  # its grants share the buffers
+    backend_id: int
+    hv_lock: Any  # guards the (thread-unsafe) grants and event-channel clients
     trace: Trace
     timeout_ms: int
 
     def notify(self, port: int, stream: str | None = None) -> None: ...
     def trace_msg(self, kind: str, raw: bytes, **fields: Any) -> None: ...
+    def trace_note(self, text: str) -> None: ...
 
 _TYPED = "typed"
 _RAW = "raw"

@@ -38,7 +38,7 @@ class SanitizerReport:
 
 def find_reports(text: str) -> list[SanitizerReport]:
     """Every report in ``text``, in order (the last may be partial)."""
-    reports = []
+    reports: list[SanitizerReport] = []
     pos = 0
     while True:
         m = _START.search(text, pos)

@@ -55,7 +55,7 @@ from harness.world.backend_proc import status_text
 from harness.world.backend_spec import BackendSpec
 from harness.world.spec import WorldSpec
 from harness.world.world import MARK, BackendStartError, World
-from harness.xen.api import GrantAccounting, Platform
+from harness.xen.api import Platform
 from harness.xen.platforms import open_platform
 
 RestartPolicy = Literal["on-failure", "every-case"]
@@ -257,7 +257,7 @@ class Supervisor:
         the backend domain has bound to the frontend, beyond what the connection needs.
         Polls up to ``leak_grace`` for stragglers. Needs the platform's accounting (the
         simulated Xen's); without it there is nothing to check."""
-        acc = self.world.platform.capability(GrantAccounting)
+        acc = self.world.accounting
         if acc is None:
             return []
         w = self.config.world

@@ -203,6 +203,7 @@ def _xl_item(card: VsndCard, ci: int, spec: Any, formats: FormatNames) -> None:
     if not isinstance(spec, str):
         raise VsndConfigError(f"{where(ci)}: item {spec!r} is not a string")
     kind = spec.split(",", 1)[0].strip().lower()
+    allowed: tuple[str, ...]
     if kind == "card":
         what, allowed = where(ci), _CARD_KEYS
     elif kind == "pcm":

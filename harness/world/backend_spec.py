@@ -105,4 +105,4 @@ def parse_backend_spec(text: str, defects: tuple[str, ...] | list[str] = ()
         return BackendSpec("exec", argv)
     if sep:
         raise BackendSpecError(f"--backend {text!r}: {kind!r} takes no argument after ':'")
-    return BackendSpec(kind, (), defects)  # type: ignore[arg-type]
+    return BackendSpec(kind, (), defects)

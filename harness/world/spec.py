@@ -123,11 +123,15 @@ def card_with_unique_ids(card: VsndCard, template: str, *, sink: str | None,
             if "{device}" in template and device is None:
                 raise WorldSpecError(f"--unique-id {template!r}: {{device}} needs an audio "
                                      "host (--audio pulse)")
-            uid = _FIELD.sub(lambda m, d=device, p=pi, s=si, t=st.type: str(
-                {"device": d, "pcm": p, "stream": s, "type": t or ""}[m.group(1)]), template)
+            values = {"device": device, "pcm": pi, "stream": si, "type": st.type or ""}
+            uid = _substitute(template, values)
             streams.append(dataclasses.replace(st, unique_id=uid))
         new.pcms.append(dataclasses.replace(pcm, streams=streams))
     return new
+
+
+def _substitute(template: str, values: Mapping[str, object]) -> str:
+    return _FIELD.sub(lambda m: str(values[m.group(1)]), template)
 
 
 def parse_env(items: Sequence[str]) -> dict[str, str]:

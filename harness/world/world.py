@@ -81,7 +81,7 @@ class World:
     @property
     def accounting(self) -> GrantAccounting | None:
         """The platform's grant/port accounting (the sim's), or None on a real host."""
-        return self.platform.capability(GrantAccounting)
+        return self.platform.capability(GrantAccounting)  # type: ignore[type-abstract]
 
     @property
     def tool_store(self) -> Store:
@@ -310,8 +310,9 @@ def reference_world(out: str | os.PathLike[str], *, defects: Sequence[str] = (),
                     ) -> contextlib.AbstractContextManager[World]:
     """The reference backend's world on a simulated Xen (the demo's, and the tests')."""
     spec = WorldSpec(backend=BackendSpec("reference", defects=tuple(defects)),
-                     capture_source=capture_source, audio=audio,
-                     **({"card": card} if card is not None else {}))
+                     capture_source=capture_source, audio=audio)
+    if card is not None:
+        spec = spec.replace(card=card)
     return running_world(spec, out, trace=trace)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from harness.trace import Trace
 from harness.xen.api import Perm, Store, WatchEvent
+
+T = TypeVar("T")
 
 
 class TracedStore:
@@ -17,7 +20,7 @@ class TracedStore:
         self.trace = trace
         self.domid = inner.domid
 
-    def _call(self, op: str, fn, *args, **fields):  # type: ignore[no-untyped-def]
+    def _call(self, op: str, fn: Callable[..., T], *args: object, **fields: Any) -> T:
         try:
             result = fn(*args)
         except Exception as exc:
@@ -76,7 +79,7 @@ class TracedStore:
         self.inner.close()
 
 
-def _shown(result: object) -> dict[str, object]:
+def _shown(result: object) -> dict[str, Any]:
     if result is None:
         return {}
     if isinstance(result, bytes):

@@ -15,6 +15,7 @@ import select
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from harness.rings import RingError
 from harness.trace import Trace
@@ -301,7 +302,7 @@ class ReferenceBackend:
         except XsError:
             return None
 
-    def _record(self, kind: str, **fields: object) -> None:
+    def _record(self, kind: str, **fields: Any) -> None:
         if self.trace is not None:
             self.trace.record(kind, self.domain.domid, **fields)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from harness.xen.api import EventChannels, Grants, Store
 from harness.xen.real.evtchn import DEVICE as EVTCHN_DEVICE
 from harness.xen.real.evtchn import RealEventChannels
 from harness.xen.real.grants import GNTDEV, RealGrants
@@ -23,10 +24,10 @@ class RealDomain:
             raise NoXenHere(f"no Xen on this machine ({', '.join(missing)} missing): run "
                             "on a Xen host, or on the simulated Xen (sndif-harness sim exec)")
         self.domid = domid
-        self.store = PyxsStore(domid=domid)
+        self.store: Store = PyxsStore(domid=domid)
         try:
-            self.grants = RealGrants()
-            self.evtchn = RealEventChannels()
+            self.grants: Grants = RealGrants()
+            self.evtchn: EventChannels = RealEventChannels()
         except BaseException:
             self.store.close()
             raise

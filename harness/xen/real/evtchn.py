@@ -7,6 +7,7 @@ until its number is written back, so :meth:`wait` unmasks what it returns.
 from __future__ import annotations
 
 import array
+import ctypes
 import fcntl
 import os
 import select
@@ -21,8 +22,11 @@ class RealEventChannels:
         self._fd = os.open(device, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
         self._ports: set[int] = set()
 
-    def _ioctl(self, request: int, arg: object) -> int:
-        return fcntl.ioctl(self._fd, request, arg, True)  # type: ignore[call-overload]
+    def _ioctl(self, request: int, arg: ctypes.Structure) -> int:
+        # a writable buffer with mutate_flag=True: ioctl returns the int result (typeshed
+        # cannot tell writable from read-only buffers, so it says Any)
+        result: int = fcntl.ioctl(self._fd, request, arg, True)
+        return result
 
     def alloc_unbound(self, remote_domid: int) -> int:
         port = self._ioctl(I.IOCTL_EVTCHN_BIND_UNBOUND_PORT,

@@ -50,7 +50,7 @@ class RealSharedPages(_MmapView):
         super().__init__(mm, "pages freed")
         self._owner = owner
         self.index = index
-        self.refs = refs
+        self.refs: Sequence[int] = refs  # api.SharedPages.refs
         self.npages = len(refs)
         self.readonly = readonly
 

@@ -18,7 +18,7 @@ class RealPlatform:
     kind = "real"
 
     def domain(self, domid: int) -> Domain:
-        return RealDomain(domid)  # type: ignore[return-value]
+        return RealDomain(domid)
 
     def ensure_domain(self, domid: int, name: str) -> None:
         store = PyxsStore(domid=0)

@@ -22,7 +22,7 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pyxs
 import pyxs.client
@@ -81,7 +81,7 @@ class PyxsStore:
             self._broken = f"{getattr(fn, '__name__', fn)} hung for {self.timeout}s"
             raise XenTimeout(self._broken) from None
         if ok:
-            return result
+            return cast(T, result)  # run() put fn's return value here
         if isinstance(result, XsError | XenTimeout):
             raise result
         raise _xs_error(result) from result
@@ -101,7 +101,8 @@ class PyxsStore:
     # ------------------------------------------------------------------ Store API
 
     def read(self, path: str, tx: int = 0) -> bytes:
-        return self._guard(self._c(tx).read, self._b(path))
+        value: bytes = self._guard(self._c(tx).read, self._b(path))
+        return value
 
     def write(self, path: str, value: bytes | str, tx: int = 0) -> None:
         data = value.encode() if isinstance(value, str) else bytes(value)
@@ -146,7 +147,7 @@ class PyxsStore:
 
     def transaction_start(self) -> int:
         client = copy.copy(self._client)  # pyxs: one transaction per Client object
-        tx = self._guard(client.transaction)
+        tx: int = self._guard(client.transaction)
         self._txs[tx] = client
         return tx
 
@@ -154,12 +155,14 @@ class PyxsStore:
         client = self._c(tx)
         del self._txs[tx]
         if commit:
-            return self._guard(client.commit)
+            committed: bool = self._guard(client.commit)
+            return committed
         self._guard(client.rollback)
         return True
 
     def get_domain_path(self, domid: int) -> str:
-        return self._guard(self._client.get_domain_path, domid).decode()
+        path: bytes = self._guard(self._client.get_domain_path, domid)
+        return path.decode()
 
     def introduce(self, domid: int, gfn: int = 0, port: int = 1) -> None:
         self._guard(self._client.introduce_domain, domid, gfn, port)
@@ -168,7 +171,8 @@ class PyxsStore:
         self._guard(self._client.release_domain, domid)
 
     def is_domain_introduced(self, domid: int) -> bool:
-        return self._guard(self._client.is_domain_introduced, domid)
+        introduced: bool = self._guard(self._client.is_domain_introduced, domid)
+        return introduced
 
     def close(self) -> None:
         if self._broken:
