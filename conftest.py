@@ -20,7 +20,9 @@ import pytest
 
 from harness.world.spec import AUDIO_MODES
 
-pytest_plugins = ("pytester",)  # the harness's own tests run pytest inside pytest
+# pytester: the harness's own tests run pytest inside pytest; the certification plugin
+# judges clauses (it does nothing without --report-dir but check the clause markers)
+pytest_plugins = ("pytester", "harness.certify.plugin")
 
 _SPEC_KEY = pytest.StashKey[Any]()
 _CASE_ATTR = "_sndif_case"

@@ -15,9 +15,10 @@ from __future__ import annotations
 import keyword
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from scapy.fields import (
+    AnyField,
     ByteEnumField,
     ByteField,
     Field,
@@ -57,14 +58,16 @@ class FieldSpec(NamedTuple):
     layer: type[Packet]
 
 
-def struct_code(fld: Field[Any, Any]) -> str:
-    """The struct code of a Scapy field; ``TypeError`` for a field the codecs can't pack."""
-    for klass in type(fld).__mro__:
+def struct_code(fld: AnyField) -> str:
+    """The struct code of a Scapy field; ``TypeError`` for a field the codecs can't pack
+    (a field container such as ``ConditionalField`` included)."""
+    for klass in type(fld).__mro__ if isinstance(fld, Field) else ():
         code = _STRUCT_CODES.get(klass)
         if code is None:
             continue
-        if code == "s":
-            return f"{fld.length_from(None)}s"
+        if code == "s" and isinstance(fld, StrFixedLenField):  # "s" is StrFixedLenField's
+            # a fixed length ignores the packet, which Scapy's Callable[[Packet], int] omits
+            return f"{fld.length_from(None)}s"  # type: ignore[arg-type]
         # Guard against a subclass that changes width or byte order under the same class.
         if fld.sz != struct.calcsize(code) or (fld.sz > 1 and not fld.fmt.startswith("<")):
             break
@@ -111,9 +114,10 @@ class Codec:
         self.defaults: dict[str, Any] = {s.name: s.default for s in specs}
         self.struct = struct.Struct("<" + "".join(s.code for s in specs))
         self.size = self.struct.size
-        self.record: type[Any] = record or NamedTuple(  # type: ignore[misc]
+        # The functional NamedTuple call makes a class; typeshed types it as an instance.
+        self.record: type[Any] = record or cast("type[tuple[Any, ...]]", NamedTuple(
             record_name or layers[-1].__name__ + "Record",
-            [(s.name, bytes if s.code.endswith("s") else int) for s in specs])
+            [(s.name, bytes if s.code.endswith("s") else int) for s in specs]))
         self.encode: Callable[..., bytes]
         self.encode_into: Callable[..., None]
         self.encode, self.encode_into = self._compile_encoders()
@@ -313,8 +317,11 @@ def encode_resp(**fields: Any) -> bytes:
 
 # --- page directory --------------------------------------------------------------------------
 
-def _gref_list_field() -> FieldListField:
-    return next(f for f in sndif.PageDirectory.fields_desc if f.name == "gref")
+def _gref_list_field() -> sndif.TrimmedListField:
+    fld = next(f for f in sndif.PageDirectory.fields_desc if f.name == "gref")
+    if not isinstance(fld, sndif.TrimmedListField):
+        raise TypeError(f"PageDirectory.gref is a {type(fld).__name__}, not a fixed-size list")
+    return fld
 
 
 _GREF_FIELD = _gref_list_field()

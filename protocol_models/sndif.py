@@ -177,7 +177,8 @@ class _Body(Packet):
     def body_summary(self) -> str:
         return ""
 
-    def mysummary(self) -> tuple[str, list[type[Packet]]]:
+    # Scapy annotates mysummary as -> str, but documents and handles (text, [layers]).
+    def mysummary(self) -> tuple[str, list[type[Packet]]]:  # type: ignore[override]
         # Ask the header for its summary too: "sndif req id=7 OPEN / rate=48000 ...".
         text = self.body_summary()
         if any(self.getfieldval("reserved_tail") or b""):

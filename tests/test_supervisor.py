@@ -95,6 +95,20 @@ def test_a_crash_releases_the_waiting_request_at_once(tmp_path: Path) -> None:
         assert case.verdict.elapsed < 10, "the caller waited for its 30 s timeout"
 
 
+def test_a_crash_releases_a_raw_collect_at_once(tmp_path: Path) -> None:
+    """The same for a request sent raw (as suites and fuzzing do): ``collect`` returns
+    as soon as the death is seen, with no response, not after its 30 s timeout."""
+    spec = exec_reference("abort-on-trigger-before-open")
+    with running_supervisor(tmp_path, config(spec, request_timeout_ms=30_000)) as sup:
+        with sup.case("suite::test_raw_trigger_before_open") as case:
+            stream = case.dev.stream("0/0")
+            stream.send_raw(stream.core.build(Op.TRIGGER, type=0))
+            t0 = time.monotonic()
+            assert stream.collect(1, timeout=30) == []
+            assert time.monotonic() - t0 < 10, "collect waited for its timeout"
+        assert case.verdict is not None and case.verdict.outcome is Outcome.CRASH
+
+
 def test_crash_is_detected_restarted_and_the_next_case_passes(tmp_path: Path) -> None:
     spec = exec_reference("abort-on-trigger-before-open")
     with running_supervisor(tmp_path, config(spec)) as sup:
@@ -258,7 +272,8 @@ def test_backend_closing_its_device_is_a_verdict_and_a_restart(tmp_path: Path) -
 
 
 def test_a_backend_that_never_reaches_initwait_is_a_clear_error(tmp_path: Path) -> None:
-    cfg = config("exec:sh -c 'echo no device for me; exit 3'", init_timeout=1.0)
+    # reported as soon as it exits, not when the (here 30 s) InitWait timeout runs out
+    cfg = config("exec:sh -c 'echo no device for me; exit 3'", init_timeout=30.0)
     t0 = time.monotonic()
     with pytest.raises(BackendStartError) as info:
         with running_supervisor(tmp_path, cfg):
@@ -299,7 +314,8 @@ def test_a_failed_restart_fails_the_next_case_setup_and_is_retried(tmp_path: Pat
               f"touch {shlex.quote(str(once))}; exec \"$@\"")
     spec = "exec:" + shlex.join(["sh", "-c", script, "sh", *REFERENCE_ARGV, "--defect",
                                  "abort-on-trigger-before-open"])
-    with running_supervisor(tmp_path, config(spec, init_timeout=1.0)) as sup:
+    # a failed start is seen at its exit: no need for a short timeout (load varies)
+    with running_supervisor(tmp_path, config(spec, init_timeout=20.0)) as sup:
         with sup.case("crash") as case:
             case.dev.stream(0).trigger("start")
         assert case.verdict is not None and case.verdict.outcome is Outcome.CRASH

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "harness.cli.sim_cmd",
     "harness.cli.demo_cmd",
     "harness.cli.defects_cmd",
+    "harness.cli.certify_cmd",
 )
 
 
@@ -78,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"sndif-harness: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `sndif-harness defects | head`: an OSError too
+        return 0
     except OSError as exc:
         if exc.filename is None:
             raise  # not about a path the user gave: a real failure, keep its traceback
@@ -86,8 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sndif-harness: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""``sndif-harness certify``: run the conformance suites against a backend and write the
+certification report. A thin layer over
+
+    pytest suites/ -p harness.certify.plugin --report-dir DIR --junitxml DIR/junit.xml ...
+
+run in this process; the options are passed through (see :mod:`harness.certify.plugin`).
+Exit status: 0 no MUST/REF clause failed, 1 one did (or the backend crashed or hung),
+2 usage error, 3 the harness or the environment failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+from harness.cli import positive_float
+from harness.cli.world_opts import add_world_options, world_from_args
+
+# pytest's exit codes → ours: a usage error is 2; anything the plugin did not decide
+# (interrupted before the plugin ran, no tests collected, ...) is a harness failure
+_USAGE = 4
+_OURS = (0, 1, 3)
+
+
+def _suites_dir() -> Path:
+    import harness
+
+    return Path(harness.__file__).resolve().parents[1] / "suites"
+
+
+def pytest_args(args: argparse.Namespace, report_dir: Path, suites: Path) -> list[str]:
+    """The pytest command line of a certify invocation."""
+    out = [str(suites), "-p", "harness.certify.plugin", "--report-dir", str(report_dir),
+           f"--junitxml={report_dir / 'junit.xml'}"]
+    out += ["--backend", args.backend]
+    for name in args.defect or []:
+        out += ["--defect", name]
+    for item in args.backend_env or []:
+        out += ["--backend-env", item]
+    for opt in ("vsnd", "config", "audio", "unique_id", "profile", "case_timeout"):
+        value = getattr(args, opt)
+        if value is not None:
+            out += ["--" + opt.replace("_", "-"), str(value)]
+    if args.strict:
+        out.append("--certify-strict")
+    if args.k:
+        out += ["-k", args.k]
+    if args.n:
+        out += ["-n", str(args.n)]
+    return out
+
+
+def _certify(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.cli import UsageError
+
+    world_from_args(args)  # a bad world option is a usage error before anything starts
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    report_dir = Path(args.report_dir or Path("reports") / f"certify-{stamp}").absolute()
+    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
+        raise UsageError(f"--report-dir {report_dir}: exists and is not an empty directory")
+    if args.profile is not None and not Path(args.profile).is_file():
+        raise UsageError(f"--profile {args.profile}: no such file")
+    if args.n and importlib.util.find_spec("xdist") is None:
+        raise UsageError(f"-n {args.n}: parallel runs need pytest-xdist, which is not "
+                         "installed in this environment")
+    suites = _suites_dir()
+    if not suites.is_dir():
+        raise UsageError(f"no suites directory at {suites} (run from a source checkout)")
+    rc = int(pytest.main(pytest_args(args, report_dir, suites)))
+    if rc == _USAGE:
+        return 2
+    return rc if rc in _OURS else 3
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "certify", help="run the conformance suites against a backend and write a report",
+        description="Run every suite under suites/ against the backend, judge each clause of "
+                    "the sndif specification (PASS, FAIL, NONSTRICT, INFO, N/A, "
+                    "INCONCLUSIVE, CRASH, HANG, UNTESTED), and write results.json and "
+                    "junit.xml. Exit 0: no MUST clause failed; 1: one did; 2: usage error; "
+                    "3: the harness or environment failed.")
+    add_world_options(p)
+    p.add_argument("--profile", metavar="FILE",
+                   help="the backend's profile (recorded in the report)")
+    p.add_argument("--strict", action="store_true",
+                   help="a broken SHOULD clause fails the run (default: NONSTRICT)")
+    p.add_argument("-k", metavar="EXPR", help="only the cases matching EXPR (pytest -k)")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="where the report goes (default: reports/certify-<UTC time>/)")
+    p.add_argument("-n", type=_count, metavar="N",
+                   help="run the cases in N processes (needs pytest-xdist)")
+    p.add_argument("--case-timeout", type=positive_float, metavar="S",
+                   help="request timeout after which the backend is called hung")
+    p.set_defaults(handler=_certify)
