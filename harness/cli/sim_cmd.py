@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli import positive_float
+from harness.cli import UsageError, domid_arg, positive_float
 from harness.xen.sim import cli as sim_cli
 
 
@@ -12,20 +12,43 @@ def _run(args: argparse.Namespace) -> int:
     return sim_cli.run_daemon(args.dir)
 
 
+def _exec(args: argparse.Namespace) -> int:
+    try:
+        return sim_cli.exec_command(args)
+    except sim_cli.SimUsageError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _register_exec(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "exec", help="run a program as a domain of the simulated Xen",
+        description="Run COMMAND with the sim's replacement Xen libraries, as domain N of "
+                    "the sim running in --dir or $XEN_SIM_DIR (else of a new one). "
+                    "SIGINT/SIGTERM/SIGHUP are forwarded to COMMAND's process group, "
+                    "SIGKILLed 2 s later if still there; COMMAND dies with us.")
+    p.add_argument("--domid", type=domid_arg, default=0, help="domain to act as (default 0)")
+    p.add_argument("--name", help="the domain's name (XenStore /local/domain/N/name); the "
+                                  "domain is created if the sim doesn't have it")
+    p.add_argument("--dir", help="directory of a running sim (`sim run --dir`)")
+    p.add_argument("--timeout", type=positive_float,
+                   help="kill the program after this many seconds")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS]")
+    p.set_defaults(handler=_exec)
+
+
 def _bench(args: argparse.Namespace) -> int:
     sim_cli.run_bench(args.seconds)
     return 0
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
-             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
     sim = commands.add_parser("sim", help="the simulated Xen")
     sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
     sub.required = True
     run = sub.add_parser("run", help="run xenstored + hypervisor in the foreground")
     run.add_argument("--dir", help="directory for the sockets (default: a new temporary one)")
     run.set_defaults(handler=_run)
-    sim_cli.register_exec(sub)
+    _register_exec(sub)
     b = benches.add_parser("sim", help="xenstore, event-channel and grant-map figures")
     b.add_argument("--seconds", type=positive_float, default=2.0,
                    help="time per measurement")

@@ -30,7 +30,14 @@ from harness.trace import Trace
 from harness.world.backend_proc import BackendProcess, Stopped, status_text
 from harness.world.backend_spec import BackendSpec
 from harness.world.spec import WorldSpec, card_with_unique_ids
-from harness.xen.api import Domain, GrantAccounting, Platform, Store
+from harness.xen.api import (
+    Domain,
+    FaultInjection,
+    GrantAccounting,
+    Platform,
+    Store,
+    XenStoreAccounting,
+)
 from harness.xen.platforms import open_platform
 from harness.xen.traced import TracedStore
 from protocol_models.xenbus import XenbusState
@@ -82,6 +89,15 @@ class World:
     def accounting(self) -> GrantAccounting | None:
         """The platform's grant/port accounting (the sim's), or None on a real host."""
         return self.platform.capability(GrantAccounting)  # type: ignore[type-abstract]
+
+    @property
+    def faults(self) -> FaultInjection | None:
+        """The platform's fault injection (the sim's), or None on a real host."""
+        return self.platform.capability(FaultInjection)  # type: ignore[type-abstract]
+
+    @property
+    def xs_accounting(self) -> XenStoreAccounting | None:
+        return self.platform.capability(XenStoreAccounting)  # type: ignore[type-abstract]
 
     @property
     def tool_store(self) -> Store:

@@ -208,6 +208,44 @@ class GrantAccounting(Protocol):
     def ports(self, domid: int) -> list[PortRecord]: ...
 
 
+@runtime_checkable
+class XenStoreAccounting(Protocol):
+    """How much each domain writes to XenStore (the suites judge write storms)."""
+
+    def xs_writes(self, domid: int, since: int | None = None,
+                  last: float | None = None) -> int:
+        """Write requests of ``domid``: all, since ``since`` (monotonic ns), or in the
+        ``last`` seconds."""
+        ...
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    """An armed fault: ``op`` of ``domid`` fails with ``errno`` as ``mode`` says."""
+
+    fault_id: int
+    domid: int
+    op: str
+    errno: int
+    mode: str  # "once", "always" or "from" (the Nth call on: ``n``)
+    n: int
+    calls: int  # calls of ``op`` seen while armed
+    fired: int  # calls that failed
+
+
+@runtime_checkable
+class FaultInjection(Protocol):
+    """Platform operations failed on purpose (the simulated Xen's): event-channel
+    ``evtchn.alloc_unbound|bind_interdomain|notify|unbind``, grant
+    ``grant.alloc|share|revoke|map|unmap`` and XenStore ``xs.read|write|...`` of one domain,
+    once, always, or from the Nth call on, with the errno real Xen gives by default."""
+
+    def inject_fault(self, domid: int, op: str, errno: int | str | None = None,
+                     mode: str | tuple[str, int] = "once") -> int: ...
+    def clear_faults(self, domid: int | None = None, fault_id: int | None = None) -> int: ...
+    def faults(self) -> list[FaultRecord]: ...
+
+
 class Platform(Protocol):
     """One Xen, simulated or real, as a run uses it: domain identities for this process,
     the environment of a process that acts as a domain, and optional capabilities."""

@@ -161,12 +161,14 @@ int main(int argc, char **argv)
         xenevtchn_port_or_error_t got;
         uint8_t *copy;
         uint32_t req_prod;
-        if (poll(&p, 1, TIMEOUT_MS) <= 0)
-            die("no request in time");
-        got = xenevtchn_pending(ev);
-        if (got >= 0)
-            xenevtchn_unmask(ev, (evtchn_port_t)got);
-        req_prod = *(volatile uint32_t *)ring;
+        do { /* Xen sets a freshly bound port pending: wait for a request itself */
+            if (poll(&p, 1, TIMEOUT_MS) <= 0)
+                die("no request in time");
+            got = xenevtchn_pending(ev);
+            if (got >= 0)
+                xenevtchn_unmask(ev, (evtchn_port_t)got);
+            req_prod = *(volatile uint32_t *)ring;
+        } while (req_prod == 0);
         printf("asan_backend: request seen, req_prod %u\n", req_prod);
         copy = malloc(PAGE);
         if (!copy)

@@ -176,6 +176,7 @@ static void *chan_thread(void *arg)
     local = xenevtchn_bind_interdomain(h, front_id, c->remote);
     if (local < 0)
         fail("%s: bind_interdomain(%u, %u)", c->name, front_id, c->remote);
+    wait_port(h, (evtchn_port_t)local, c->name); /* Xen sets a freshly bound port pending */
     churn_ring_mapping(c->name);
     pthread_barrier_wait(c->bound);
     for (int i = 0; i < rounds; i++) {

@@ -8,6 +8,10 @@ import shutil
 import sys
 import tempfile
 
+from harness.xen.sim.simexec import SimUsageError
+
+__all__ = ["SimUsageError", "exec_command", "run_bench", "run_daemon"]
+
 
 def run_daemon(dir: str | None) -> int:
     """The simulated Xen in the foreground until Ctrl-C or SIGTERM."""
@@ -29,8 +33,8 @@ def run_bench(seconds: float) -> None:
     bench.run(seconds)
 
 
-def register_exec(sub: argparse._SubParsersAction) -> None:
-    """``sim exec``."""
-    from harness.xen.sim.simexec import register_exec as register
+def exec_command(args: argparse.Namespace) -> int:
+    """``sim exec``: run a program as a domain (raises :class:`SimUsageError`)."""
+    from harness.xen.sim.simexec import exec_command as run
 
-    register(sub)
+    return run(args)

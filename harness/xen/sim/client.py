@@ -10,6 +10,7 @@ objects is thread-safe; use one per thread.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import select
 import socket
@@ -23,6 +24,9 @@ from harness.xen.api import XenTimeout
 from harness.xen.sim import hvproto as P
 from harness.xen.sim import shm
 from harness.xen.sim.daemon import hypervisor_path, xenstored_path
+from harness.xen.sim.faults import MODES as FAULT_MODES
+from harness.xen.sim.faults import OPS as FAULT_OPS
+from harness.xen.sim.faults import FaultError, parse_errno
 from harness.xen.sim.hvproto import Op, PortState
 
 DEFAULT_TIMEOUT = 5.0
@@ -126,6 +130,29 @@ class HvConnection:
             raise
 
 
+FAULT_PAGE_NOTIFY = 0x1  # hypervisor.FAULT_PAGE_NOTIFY
+
+
+def _fault_page(conn: HvConnection) -> mmap.mmap | None:
+    """The domain's fault page, read-only (None from a sim without one)."""
+    try:
+        msg = conn.call(Op.FAULT_PAGE)
+    except OSError:
+        return None
+    if len(msg.fds) != 1:
+        for fd in msg.fds:
+            os.close(fd)
+        return None
+    try:
+        return mmap.mmap(msg.fds[0], shm.PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(msg.fds[0])
+
+
+def _faults_armed(page: mmap.mmap | None, bit: int) -> bool:
+    return page is not None and bool(int.from_bytes(page[0:4], "little") & bit)
+
+
 def _records(parts: list[bytes], st: struct.Struct) -> list[tuple]:
     return [rec for part in parts for rec in st.iter_unpack(part)]
 
@@ -134,30 +161,17 @@ def _records(parts: list[bytes], st: struct.Struct) -> list[tuple]:
 
 
 class SimEventChannels:
-    """An event-channel handle (``api.EventChannels``). ``fileno()`` is an epoll fd holding
-    the channel sockets and the hypervisor connection."""
+    """An event-channel handle (``api.EventChannels``). ``fileno()`` is an epoll fd over the
+    channel sockets only: it is readable only while a port has an event pending, as
+    /dev/xen/evtchn is."""
 
     def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._conn = HvConnection(path, timeout, self._on_async)
+        self._conn = HvConnection(path, timeout)
         self._ep = select.epoll()
-        self._ep.register(self._conn.fileno(), select.EPOLLIN)
-        self._ports: dict[int, int | None] = {}  # local port -> channel fd (None: no peer)
+        self._ports: dict[int, int | None] = {}  # local port -> channel fd
         self._fd_port: dict[int, int] = {}
         self._pending: list[int] = []
-
-    # async ASYNC_EVTCHN_BOUND: the peer bound one of our unbound ports
-    def _on_async(self, msg: P.Message) -> None:
-        if msg.op != Op.ASYNC_EVTCHN_BOUND or len(msg.fds) != 1:
-            for fd in msg.fds:
-                os.close(fd)
-            return
-        (port,) = P.unpack_u32s(msg.payload, 1)
-        fd = msg.fds[0]
-        if port not in self._ports:
-            os.close(fd)
-            return
-        self._drop_channel(port)
-        self._add_channel(port, fd)
+        self._faults = _fault_page(self._conn)
 
     def _add_channel(self, port: int, fd: int) -> None:
         os.set_blocking(fd, False)
@@ -173,35 +187,30 @@ class SimEventChannels:
             self._ep.unregister(fd)
             os.close(fd)
 
-    def alloc_unbound(self, remote_domid: int) -> int:
-        msg = self._conn.call(Op.EVTCHN_ALLOC_UNBOUND, P.u32s(remote_domid))
-        (port,) = P.unpack_u32s(msg.payload, 1)
-        self._ports[port] = None
-        return port
-
-    def bind_interdomain(self, remote_domid: int, remote_port: int) -> int:
-        msg = self._conn.call(Op.EVTCHN_BIND_INTERDOMAIN, P.u32s(remote_domid, remote_port))
+    def _bound(self, msg: P.Message, what: str) -> int:
         (port,) = P.unpack_u32s(msg.payload, 1)
         if len(msg.fds) != 1:
             for fd in msg.fds:
                 os.close(fd)
-            raise OSError(errno.EPROTO, "bind reply without its channel fd")
+            raise OSError(errno.EPROTO, f"{what} reply without its channel fd")
         self._ports[port] = None
         self._add_channel(port, msg.fds[0])
         return port
 
+    def alloc_unbound(self, remote_domid: int) -> int:
+        msg = self._conn.call(Op.EVTCHN_ALLOC_UNBOUND, P.u32s(remote_domid))
+        return self._bound(msg, "alloc_unbound")
+
+    def bind_interdomain(self, remote_domid: int, remote_port: int) -> int:
+        msg = self._conn.call(Op.EVTCHN_BIND_INTERDOMAIN, P.u32s(remote_domid, remote_port))
+        return self._bound(msg, "bind_interdomain")
+
     def notify(self, port: int) -> None:
         fd = self._ports.get(port, -1)
-        if fd is None:  # not (yet) connected: the bind message may be on its way
-            self._conn.poll_async()
-            fd = self._ports.get(port)
-            if fd is None:
-                self.status(port)  # a round trip: any bind message arrives before it
-                fd = self._ports.get(port)
-                if fd is None:
-                    return  # unbound or peer gone: Xen drops the event silently
-        elif fd == -1:
+        if fd is None or fd == -1:
             raise OSError(errno.ENOTCONN, f"port {port} is not bound by this handle")
+        if _faults_armed(self._faults, FAULT_PAGE_NOTIFY):
+            self._conn.call(Op.EVTCHN_NOTIFY_CHECK, P.u32s(port))
         try:
             os.write(fd, b"\1")
         except (BlockingIOError, BrokenPipeError, ConnectionResetError):
@@ -236,8 +245,6 @@ class SimEventChannels:
             for fd, _ in self._ep.poll(remaining):
                 port = self._fd_port.get(fd)
                 if port is None:
-                    if fd == self._conn.fileno():
-                        self._conn.poll_async()
                     continue
                 if self._drain(fd, port) and port not in fired:
                     fired.append(port)
@@ -256,7 +263,7 @@ class SimEventChannels:
                 return got
             except OSError:
                 data = b""
-            if not data:  # the channel was closed (peer unbound, or its domain died)
+            if not data:  # the hypervisor closed the port (our domain died, or the sim)
                 self._drop_channel(port)
                 return got
             got = True
@@ -268,6 +275,8 @@ class SimEventChannels:
             self._drop_channel(port)
         self._ports.clear()
         self._ep.close()
+        if self._faults is not None:
+            self._faults.close()
         self._conn.close()
 
     def __enter__(self) -> SimEventChannels:
@@ -463,6 +472,47 @@ class RevokeRecord:
     released: int | None
 
 
+@dataclass(frozen=True)
+class MapCounterRecord:
+    """Pages of ``granter`` mapped and unmapped by ``mapper`` since the sim started (kept
+    whatever the size of the history window)."""
+
+    granter: int
+    mapper: int
+    maps: int
+    unmaps: int
+
+    @property
+    def mapped(self) -> int:
+        return self.maps - self.unmaps
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    """An injected fault: ``op`` of ``domid`` fails with ``errno``; ``calls`` matching
+    calls were seen, ``fired`` of them failed; a spent ``once`` fault fires no more."""
+
+    id: int
+    domid: int
+    op: str
+    errno: int
+    mode: str  # "once", "always" or "from"
+    n: int
+    calls: int
+    fired: int
+    spent: bool
+
+
+@dataclass(frozen=True)
+class XsWriteCount:
+    domid: int
+    total: int  # every write request (write, mkdir, rm, set-perms) since the sim started
+    since: int  # those at or after the asked time
+
+
+_MODE_NAMES = {v: k for k, v in FAULT_MODES.items()}
+
+
 def _any(v: int | None) -> int:
     return P.ANY if v is None else v
 
@@ -506,6 +556,51 @@ class SimControl:
         parts, _, _ = self._conn.call_chunked(Op.CTL_BUSY_REVOKES, P.u32s(_any(granter)))
         return [RevokeRecord(g, r, gr, at, rel or None)
                 for g, r, gr, _, at, rel in _records(parts, P.REVOKE_REC)]
+
+    def rename_domain(self, domid: int, name: str) -> None:
+        """Set the domain's name (and its XenStore ``name`` nodes, as libxl's rename)."""
+        self._conn.call(Op.CTL_RENAME_DOMAIN, P.u32s(domid) + name.encode() + b"\0")
+
+    def map_counters(self, granter: int | None = None,
+                     mapper: int | None = None) -> list[MapCounterRecord]:
+        """Per (granter, mapper): pages mapped and unmapped since the start."""
+        parts, _, _ = self._conn.call_chunked(Op.CTL_MAP_COUNTERS,
+                                              P.u32s(_any(granter), _any(mapper)))
+        return [MapCounterRecord(*r) for r in _records(parts, P.COUNTER_REC)]
+
+    def inject_fault(self, domid: int, op: str, errno: int | str | None = None,
+                     mode: str | tuple[str, int] = "once") -> int:
+        """Make ``op`` (see ``faults.OPS``) of ``domid`` fail with ``errno`` (a number, a
+        name, or None: the op's default): ``"once"``, ``"always"``, or ``("from", n)``:
+        the n-th matching call (1-based) and every one after. Returns the fault's id."""
+        if op not in FAULT_OPS:
+            raise FaultError(f"unknown operation {op!r} (one of: {', '.join(FAULT_OPS)})")
+        err = parse_errno(errno, op)
+        name, n = (mode, 1) if isinstance(mode, str) else mode
+        if name not in FAULT_MODES:
+            raise FaultError(f"unknown mode {mode!r} (once, always or ('from', n))")
+        msg = self._conn.call(Op.CTL_FAULT_INJECT,
+                              P.u32s(domid, FAULT_MODES[name], n, err) + op.encode() + b"\0")
+        return P.unpack_u32s(msg.payload, 1)[0]
+
+    def clear_faults(self, domid: int | None = None, fault_id: int | None = None) -> int:
+        """Remove the faults of ``domid`` (all when None), or just ``fault_id``."""
+        msg = self._conn.call(Op.CTL_FAULT_CLEAR, P.u32s(_any(fault_id), _any(domid)))
+        return P.unpack_u32s(msg.payload, 1)[0]
+
+    def faults(self) -> list[FaultRecord]:
+        parts, _, _ = self._conn.call_chunked(Op.CTL_FAULT_LIST)
+        return [FaultRecord(i, d, name.rstrip(b"\0").decode(), e, _MODE_NAMES[m], n, c, f,
+                            bool(fl & 1))
+                for i, d, m, n, e, c, f, fl, name in _records(parts, P.FAULT_REC)]
+
+    def xs_writes(self, domid: int | None = None, since: int = 0) -> list[XsWriteCount]:
+        """XenStore write requests per domain: the total, and those at or after ``since``
+        (``time.monotonic_ns()``; 0: all)."""
+        parts, _, _ = self._conn.call_chunked(
+            Op.CTL_XS_WRITES, P.u32s(_any(domid), since & 0xFFFFFFFF, since >> 32))
+        return [XsWriteCount(d, total, n) for d, _, total, n in _records(parts,
+                                                                        P.XS_WRITES_REC)]
 
     def shutdown(self) -> None:
         self._conn.call(Op.CTL_SHUTDOWN)

@@ -22,6 +22,8 @@ import socket
 import sys
 from typing import Any, TextIO
 
+from harness.xen.sim import domain_nodes
+from harness.xen.sim.faults import FaultTable
 from harness.xen.sim.hvserver import HvServer
 from harness.xen.sim.hypervisor import Hypervisor
 
@@ -67,9 +69,11 @@ class Daemon:
         self.dir = os.path.abspath(dir)
         self.watch_parent = watch_parent
         self.out = out
-        self.hv = Hypervisor()
+        self.faults = FaultTable()
+        self.hv = Hypervisor(self.faults)
         self.server = HvServer(self.hv, on_create=self._create, on_destroy=self._destroy,
-                               on_shutdown=self.stop)
+                               on_shutdown=self.stop, on_rename=self._rename,
+                               xs_writes=self._xs_writes)
         self._stop = False
         self.xs_state: Any = None
         self.xs_server: Any = None
@@ -82,7 +86,7 @@ class Daemon:
         except ImportError as exc:
             log.warning("no simulated xenstored (%s): hypervisor only", exc)
             return
-        self.xs_state = XenstoreState()
+        self.xs_state = XenstoreState(faults=self.faults)
         self.xs_server = XenstoreServer(self.xs_state)
         self.xs_server.add_listener(xenstored_path(self.dir), 0)
         self.xs_server.start()
@@ -95,15 +99,26 @@ class Daemon:
         os.makedirs(ddir, exist_ok=True)
         self.server.add_domain_socket(domid, hypervisor_path(self.dir, domid))
         if self.xs_server is not None:
+            # the toolstack's nodes first, so a process of the domain finds them at once
+            self.xs_state.toolstack(domain_nodes.dom0_ops() if domid == 0
+                                    else domain_nodes.guest_ops(domid, name))
             self.xs_server.add_listener(xenstored_path(self.dir, domid), domid)
             if domid != 0:
                 self.xs_state.introduce(domid)
+
+    def _rename(self, domid: int, name: str) -> None:
+        if self.xs_state is not None:
+            self.xs_state.toolstack(domain_nodes.rename_ops(domid, name))
+
+    def _xs_writes(self, domid: int | None, since: int) -> list[tuple[int, int, int]]:
+        return self.xs_state.write_counts(domid, since) if self.xs_state is not None else []
 
     def _destroy(self, domid: int) -> None:
         self.server.remove_domain_socket(domid)
         if self.xs_server is not None:
             self.xs_server.remove_listener(xenstored_path(self.dir, domid))
             self.xs_state.release(domid)
+            self.xs_state.toolstack(domain_nodes.destroy_ops(domid))
         shutil.rmtree(self._domain_dir(domid), ignore_errors=True)
 
     def stop(self) -> None:

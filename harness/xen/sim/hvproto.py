@@ -34,6 +34,7 @@ class Op(enum.IntEnum):
     EVTCHN_UNBIND = 0x03
     EVTCHN_STATUS = 0x04
     EVTCHN_RESET = 0x05
+    EVTCHN_NOTIFY_CHECK = 0x06
     # grant tables (any domain)
     GNT_ALLOC = 0x10
     GNT_GRANT = 0x11
@@ -41,8 +42,11 @@ class Op(enum.IntEnum):
     GNT_FREE = 0x13
     GNT_MAP = 0x14
     GNT_UNMAP = 0x15
+    GNT_MAP_NOTIFY = 0x16
+    GNT_PAGE_NOTIFY = 0x17
     # identity
     WHOAMI = 0x20
+    FAULT_PAGE = 0x21
     # control (domain 0's socket only)
     CTL_CREATE_DOMAIN = 0x40
     CTL_DESTROY_DOMAIN = 0x41
@@ -52,8 +56,14 @@ class Op(enum.IntEnum):
     CTL_GRANTS = 0x45
     CTL_BUSY_REVOKES = 0x46
     CTL_SHUTDOWN = 0x47
+    CTL_MAP_COUNTERS = 0x48
+    CTL_FAULT_INJECT = 0x49
+    CTL_FAULT_CLEAR = 0x4A
+    CTL_FAULT_LIST = 0x4B
+    CTL_XS_WRITES = 0x4C
+    CTL_RENAME_DOMAIN = 0x4D
     # asynchronous, daemon -> client, seq 0
-    ASYNC_EVTCHN_BOUND = 0x80
+    ASYNC_EVTCHN_BOUND = 0x80  # retired: no longer sent (channel ends come with the port)
 
 
 class PortState(enum.IntEnum):
@@ -75,6 +85,12 @@ MAPPING_REC = struct.Struct("<IIIIQQII")  # granter, mapper, ref, flags, since, 
 PORT_REC = struct.Struct("<IIIII")  # domid, port, state, remote_domid, remote_port
 GRANT_REC = struct.Struct("<IIIII")  # domid, ref, grantee, flags, nmaps
 REVOKE_REC = struct.Struct("<IIIIQQ")  # granter, ref, grantee, pad, at, released (0: busy)
+COUNTER_REC = struct.Struct("<IIQQ")  # granter, mapper, pages mapped, pages unmapped
+# id, domid, mode, n, errno, calls, fired, flags (bit0 spent), op name
+FAULT_REC = struct.Struct(f"<IIIIiIII{NAME_LEN}s")
+XS_WRITES_REC = struct.Struct("<IIQQ")  # domid, pad, total writes, writes since `since`
+NOTIFY_CLEAR_BYTE = 0x1  # GNT_*_NOTIFY flags, as Linux's UNMAP_NOTIFY_*
+NOTIFY_SEND_EVENT = 0x2
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
 """The hypervisor socket server: one listening SOCK_SEQPACKET socket per domain, identity by
 socket, a single-threaded selector loop turning requests into :class:`Hypervisor` calls.
 
-Every request is answered before the next is read, and asynchronous messages are sent the
-moment they arise, so a client that sends EVTCHN_STATUS sees any ASYNC_EVTCHN_BOUND for its
-ports before the reply.
+Every request is answered before the next is read. Faults (``faults.py``) are checked by the
+hypervisor; the control ops set and list them.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.xen.sim import hvproto as P
+from harness.xen.sim.faults import FaultError
 from harness.xen.sim.hvproto import Op
 from harness.xen.sim.hypervisor import HvError, Hypervisor
 
@@ -40,8 +40,13 @@ class HvServer:
     def __init__(self, hv: Hypervisor, *,
                  on_create: Callable[[int, str], None] | None = None,
                  on_destroy: Callable[[int], None] | None = None,
-                 on_shutdown: Callable[[], None] | None = None) -> None:
+                 on_shutdown: Callable[[], None] | None = None,
+                 on_rename: Callable[[int, str], None] | None = None,
+                 xs_writes: Callable[[int | None, int], list[tuple[int, int, int]]]
+                 | None = None) -> None:
         self.hv = hv
+        self.on_rename = on_rename
+        self.xs_writes = xs_writes
         self.sel = selectors.DefaultSelector()
         self._listeners: dict[int, tuple[socket.socket, str]] = {}
         self._conns: dict[int, Conn] = {}
@@ -176,19 +181,19 @@ class HvServer:
             return [(P.pack(op, seq, payload), f)
                     for payload, f in P.chunks(entries, fds, extra, size)]
 
+        # dup: the reply's fds are closed after sending, the hypervisor keeps its own
         if op == Op.EVTCHN_ALLOC_UNBOUND:
             (remote,) = P.unpack_u32s(pl, 1)
-            return reply(P.u32s(hv.alloc_unbound(conn.id, d, remote)))
+            port, fd = hv.alloc_unbound(conn.id, d, remote)
+            return reply(P.u32s(port), [os.dup(fd)])
         if op == Op.EVTCHN_BIND_INTERDOMAIN:
             remote, rport = P.unpack_u32s(pl, 2)
             res = hv.bind_interdomain(conn.id, d, remote, rport)
-            owner = self._conns.get(res.owner_conn)
-            if owner is not None:
-                self._send(owner, P.pack(Op.ASYNC_EVTCHN_BOUND, 0,
-                                         P.u32s(res.owner_port, d, res.port)),
-                           [res.owner_fd])
-            # dup: the reply's fds are closed after sending, the hypervisor keeps its own
             return reply(P.u32s(res.port), [os.dup(res.fd)])
+        if op == Op.EVTCHN_NOTIFY_CHECK:
+            (port,) = P.unpack_u32s(pl, 1)
+            hv.notify_check(d, port)
+            return reply()
         if op == Op.EVTCHN_UNBIND:
             (port,) = P.unpack_u32s(pl, 1)
             hv.unbind(conn.id, d, port)
@@ -226,9 +231,20 @@ class HvServer:
             (mid,) = P.unpack_u32s(pl, 1)
             hv.unmap(conn.id, mid)
             return reply()
+        if op in (Op.GNT_MAP_NOTIFY, Op.GNT_PAGE_NOTIFY):
+            ident, flags, offset, port = P.unpack_u32s(pl, 4)
+            off = offset if flags & P.NOTIFY_CLEAR_BYTE else None
+            prt = port if flags & P.NOTIFY_SEND_EVENT else None
+            if op == Op.GNT_MAP_NOTIFY:
+                hv.set_map_notify(conn.id, ident, off, prt)
+            else:
+                hv.set_page_notify(conn.id, d, ident, off, prt)
+            return reply()
         if op == Op.WHOAMI:
             return reply(P.u32s(d))
-        if Op.CTL_CREATE_DOMAIN <= op <= Op.CTL_SHUTDOWN:
+        if op == Op.FAULT_PAGE:
+            return reply(fds=[hv.fault_page(d)])
+        if Op.CTL_CREATE_DOMAIN <= op <= Op.CTL_RENAME_DOMAIN:
             if d != 0:
                 raise HvError(errno.EPERM, "control ops are for domain 0")
             return self._control(op, pl, reply, chunked)
@@ -293,5 +309,37 @@ class HvServer:
         if op == Op.CTL_SHUTDOWN:
             if self.on_shutdown is not None:
                 self.on_shutdown()
+            return reply()
+        if op == Op.CTL_MAP_COUNTERS:
+            granter, mapper = P.unpack_u32s(pl, 2)
+            recs = [P.COUNTER_REC.pack(c.granter, c.mapper, c.maps, c.unmaps)
+                    for c in hv.map_counters(opt(granter), opt(mapper))]
+            return chunked(recs, P.COUNTER_REC.size)
+        if op == Op.CTL_FAULT_INJECT:
+            domid, mode, n, err = P.unpack_u32s(pl, 4)
+            name = pl[16:].split(b"\0", 1)[0].decode("ascii", "replace")
+            try:
+                return reply(P.u32s(hv.faults.inject(domid, name, err, mode, n)))
+            except FaultError as exc:
+                raise HvError(errno.EINVAL, str(exc)) from exc
+        if op == Op.CTL_FAULT_CLEAR:
+            fid, domid = P.unpack_u32s(pl, 2)
+            return reply(P.u32s(hv.faults.clear(opt(fid), opt(domid))))
+        if op == Op.CTL_FAULT_LIST:
+            recs = [P.FAULT_REC.pack(f.id, f.domid, f.mode, f.n, f.errno, f.calls, f.fired,
+                                     1 if f.spent else 0, f.op.encode()[:P.NAME_LEN - 1])
+                    for f in hv.faults.list()]
+            return chunked(recs, P.FAULT_REC.size)
+        if op == Op.CTL_XS_WRITES:
+            domid, lo, hi = P.unpack_u32s(pl, 3)
+            rows = self.xs_writes(opt(domid), lo | hi << 32) if self.xs_writes else []
+            return chunked([P.XS_WRITES_REC.pack(d, 0, total, since)
+                            for d, total, since in rows], P.XS_WRITES_REC.size)
+        if op == Op.CTL_RENAME_DOMAIN:
+            (domid,) = P.unpack_u32s(pl, 1)
+            name = pl[4:].split(b"\0", 1)[0].decode("utf-8", "replace")[:P.NAME_LEN - 1]
+            hv.rename_domain(domid, name)
+            if self.on_rename is not None:
+                self.on_rename(domid, name)
             return reply()
         raise HvError(errno.ENOSYS, f"unknown control op {op:#x}")

@@ -13,15 +13,19 @@ import errno
 import os
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from harness.xen.sim import shm
+from harness.xen.sim.faults import FaultTable
 from harness.xen.sim.hvproto import PortState
 
 FIRST_GREF = 8  # Xen reserves refs 0-7 (GNTTAB_NR_RESERVED_ENTRIES)
 MAX_PORTS = 4096
 MAX_GRANTS = 1 << 20
-MAX_HISTORY = 100_000
+MAX_HISTORY = 4096  # unmapped records kept (current mappings are always kept in full)
+MAX_REVOKES = 4096
+FAULT_PAGE_NOTIFY = 0x1  # fault page bit: evtchn.notify is armed for the domain
 
 
 class HvError(Exception):
@@ -32,11 +36,17 @@ class HvError(Exception):
 
 @dataclass
 class Channel:
-    """A bound interdomain channel; the hypervisor keeps both socket ends so it can shut the
-    channel down authoritatively (peers then see EOF) whoever holds copies."""
+    """The data plane of one port: a stream socketpair made when the port is allocated. The
+    port's holder gets one end; whoever binds to the port later gets the other. The
+    hypervisor keeps both ends for as long as the port exists, so a peer that goes away
+    (unbind, crash, domain destroyed) never makes the survivor's end readable (no EOF):
+    on Linux a peer's close does not wake /dev/xen/evtchn either."""
 
     a: socket.socket
     b: socket.socket
+
+    def other(self, end: socket.socket) -> socket.socket:
+        return self.b if end is self.a else self.a
 
     def shut(self) -> None:
         for s in (self.a, self.b):
@@ -45,6 +55,24 @@ class Channel:
             except OSError:
                 pass
             s.close()
+
+
+def _drain(sock: socket.socket) -> None:
+    """Discard what was written to an end nobody held (notifications of an unbound port)."""
+    while True:
+        try:
+            if not sock.recv(65536, socket.MSG_DONTWAIT):
+                return
+        except OSError:
+            return
+
+
+def _kick(sock: socket.socket) -> None:
+    """One notification out of ``sock`` (full buffer: one is pending already)."""
+    try:
+        sock.send(b"\1", socket.MSG_DONTWAIT)
+    except OSError:
+        pass
 
 
 @dataclass
@@ -56,6 +84,7 @@ class Port:
     remote_domid: int
     remote_port: int = 0
     channel: Channel | None = None
+    end: socket.socket | None = None  # this port's end of ``channel``
 
 
 @dataclass
@@ -66,6 +95,7 @@ class Page:
     fd: int
     freed: bool = False
     grants: set[int] = field(default_factory=set)
+    notify: UnmapNotify | None = None
 
 
 @dataclass
@@ -101,12 +131,23 @@ class RevokeRecord:
 
 
 @dataclass
+class UnmapNotify:
+    """gntdev/gntalloc SET_UNMAP_NOTIFY: at unmap (or free), clear one byte and/or send an
+    event on a port of the domain that asked."""
+
+    offset: int | None  # byte offset in the mapping (None: no byte to clear)
+    port: int | None  # port of the domain that asked (None: no event)
+
+
+@dataclass
 class MapSet:
     id: int
     mapper: int
     conn: int
     grants: list[Grant]
     records: list[MapRecord]
+    readonly: bool = False
+    notify: UnmapNotify | None = None
 
 
 @dataclass
@@ -116,28 +157,53 @@ class Domain:
     ports: dict[int, Port] = field(default_factory=dict)
     grants: dict[int, Grant] = field(default_factory=dict)
     next_ref: int = FIRST_GREF
+    fault_fd: int = -1  # the domain's fault page (see FAULT_PAGE in PROTOCOL.md)
 
 
 @dataclass
 class BindResult:
     port: int
     fd: int  # the binder's end (hypervisor keeps its own copy)
-    owner_conn: int  # connection that owns the remote port: gets ASYNC_EVTCHN_BOUND
-    owner_port: int
-    owner_fd: int
     remote_domid: int
     remote_port: int
 
 
+@dataclass
+class MapCounter:
+    """Pages mapped and unmapped by ``mapper`` of ``granter``'s grants, since the start."""
+
+    granter: int
+    mapper: int
+    maps: int = 0
+    unmaps: int = 0
+
+
 class Hypervisor:
-    def __init__(self) -> None:
-        self.domains: dict[int, Domain] = {0: Domain(0, "Domain-0")}
+    def __init__(self, faults: FaultTable | None = None) -> None:
+        self.domains: dict[int, Domain] = {}
+        self.faults = faults if faults is not None else FaultTable()
+        self.faults.add_listener(self._update_fault_page)
+        self._add_domain(0, "Domain-0")
         self._pages: dict[int, Page] = {}
         self._next_page = 1
         self._maps: dict[int, MapSet] = {}
         self._next_map = 1
-        self.history: list[MapRecord] = []  # unmapped records, oldest first
-        self.revokes: list[RevokeRecord] = []
+        # unmapped records, oldest first: a window (counters below keep the totals)
+        self.history: deque[MapRecord] = deque(maxlen=MAX_HISTORY)
+        self.history_dropped = 0  # unmapped records that fell out of the window
+        self.counters: dict[tuple[int, int], MapCounter] = {}
+        self.revokes: deque[RevokeRecord] = deque(maxlen=MAX_REVOKES)
+
+    def _fault(self, domid: int, op: str) -> None:
+        err = self.faults.check(domid, op)
+        if err:
+            raise HvError(err, f"injected fault: {op}")
+
+    def _counter(self, granter: int, mapper: int) -> MapCounter:
+        c = self.counters.get((granter, mapper))
+        if c is None:
+            c = self.counters[(granter, mapper)] = MapCounter(granter, mapper)
+        return c
 
     # ---------------------------------------------------------------- domains
 
@@ -147,12 +213,37 @@ class Hypervisor:
             raise HvError(errno.ESRCH, f"no domain {domid}")
         return dom
 
+    def _add_domain(self, domid: int, name: str) -> None:
+        dom = Domain(domid, name)
+        dom.fault_fd = shm.new_page_fd("xen-sim-faults")
+        self.domains[domid] = dom
+        self._update_fault_page(domid)
+
+    def _update_fault_page(self, domid: int) -> None:
+        """Publish which client-side checks the domain's processes must make: bit 0, ask
+        the hypervisor before each notify (EVTCHN_NOTIFY_CHECK)."""
+        dom = self.domains.get(domid)
+        if dom is None or dom.fault_fd < 0:
+            return
+        bits = FAULT_PAGE_NOTIFY if "evtchn.notify" in self.faults.armed_ops(domid) else 0
+        try:
+            os.pwrite(dom.fault_fd, bits.to_bytes(4, "little"), 0)
+        except OSError:
+            pass
+
+    def fault_page(self, domid: int) -> int:
+        """A read-only fd of the domain's fault page (to send and close)."""
+        return shm.reopen_readonly(self._domain(domid).fault_fd)
+
     def create_domain(self, domid: int, name: str) -> None:
         if not 0 < domid < 0x7FF0:
             raise HvError(errno.EINVAL, f"bad domid {domid}")
         if domid in self.domains:
             raise HvError(errno.EEXIST, f"domain {domid} exists")
-        self.domains[domid] = Domain(domid, name or f"domain-{domid}")
+        self._add_domain(domid, name or f"domain-{domid}")
+
+    def rename_domain(self, domid: int, name: str) -> None:
+        self._domain(domid).name = name or f"domain-{domid}"
 
     def destroy_domain(self, domid: int, conns: list[int]) -> None:
         """Tear domain ``domid`` down: everything its connections held is released."""
@@ -166,6 +257,8 @@ class Hypervisor:
             self._close_port(dom, port)
         for grant in list(dom.grants.values()):
             self._revoke(dom, grant)
+        os.close(dom.fault_fd)
+        dom.fault_fd = -1
 
     def list_domains(self) -> list[Domain]:
         return [self.domains[d] for d in sorted(self.domains)]
@@ -189,16 +282,21 @@ class Hypervisor:
                 return n
         raise HvError(errno.ENOSPC, "no free port")
 
-    def alloc_unbound(self, conn: int, domid: int, remote: int) -> int:
+    def alloc_unbound(self, conn: int, domid: int, remote: int) -> tuple[int, int]:
+        """A new unbound port offered to ``remote``: (port, its channel end's fd; the
+        hypervisor keeps its own copy)."""
         dom = self._domain(domid)
+        self._fault(domid, "evtchn.alloc_unbound")
         if remote == 0x7FF0:  # DOMID_SELF
             remote = domid
         n = self._alloc_port(dom)
-        dom.ports[n] = Port(domid, n, conn, PortState.UNBOUND, remote)
-        return n
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        dom.ports[n] = Port(domid, n, conn, PortState.UNBOUND, remote, 0, Channel(a, b), a)
+        return n, a.fileno()
 
     def bind_interdomain(self, conn: int, domid: int, remote: int, rport: int) -> BindResult:
         dom = self._domain(domid)
+        self._fault(domid, "evtchn.bind_interdomain")
         if remote == 0x7FF0:
             remote = domid
         rdom = self._domain(remote)
@@ -207,14 +305,23 @@ class Hypervisor:
         if rp is None or rp.state != PortState.UNBOUND or rp.remote_domid != domid:
             raise HvError(errno.EINVAL, f"port {rport} of domain {remote} is not offered "
                                         f"to domain {domid}")
+        assert rp.channel is not None and rp.end is not None
         n = self._alloc_port(dom)
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        chan = Channel(a, b)
-        dom.ports[n] = Port(domid, n, conn, PortState.INTERDOMAIN, remote, rport, chan)
+        mine = rp.channel.other(rp.end)
+        _drain(mine)  # what the remote sent while unbound was dropped, as on Xen
+        dom.ports[n] = Port(domid, n, conn, PortState.INTERDOMAIN, remote, rport, rp.channel,
+                            mine)
         rp.state = PortState.INTERDOMAIN
         rp.remote_port = n
-        rp.channel = chan
-        return BindResult(n, a.fileno(), rp.conn, rport, b.fileno(), remote, rport)
+        # Xen's evtchn_bind_interdomain "may have lost notifications on the remote unbound
+        # port": it always sets the new local port pending.
+        _kick(rp.end)
+        return BindResult(n, mine.fileno(), remote, rport)
+
+    def notify_check(self, domid: int, port: int) -> None:
+        """A notify that must consult the fault table (see the domain's fault page)."""
+        self._domain(domid)
+        self._fault(domid, "evtchn.notify")
 
     def port_status(self, domid: int, port: int) -> Port | None:
         return self._domain(domid).ports.get(port)
@@ -224,6 +331,7 @@ class Hypervisor:
         p = dom.ports.get(port)
         if p is None or p.conn != conn:
             raise HvError(errno.ENOTCONN, f"port {port} not bound here")
+        self._fault(domid, "evtchn.unbind")
         self._close_port(dom, p)
 
     def reset(self, conn: int, domid: int) -> None:
@@ -233,19 +341,31 @@ class Hypervisor:
 
     def _close_port(self, dom: Domain, p: Port) -> None:
         dom.ports.pop(p.port, None)
+        rp = None
         if p.state == PortState.INTERDOMAIN:
             # As Xen's evtchn_close: the peer's port goes back to unbound (offered to us
-            # again); its channel socket sees EOF.
+            # again). It keeps its channel: we keep our end, so the peer sees no EOF, and a
+            # later binder gets our end (drained).
             rdom = self.domains.get(p.remote_domid)
             rp = rdom.ports.get(p.remote_port) if rdom else None
             if rp is not None and rp.channel is p.channel:
                 rp.state = PortState.UNBOUND
                 rp.remote_domid = dom.domid
                 rp.remote_port = 0
-                rp.channel = None
-            if p.channel is not None:
-                p.channel.shut()
+            else:
+                rp = None
+        if rp is None and p.channel is not None:
+            p.channel.shut()
+        p.channel = None
+        p.end = None
         p.state = PortState.CLOSED
+
+    def send_event(self, domid: int, port: int) -> None:
+        """Notify the remote end of ``port`` of ``domid`` (as notify_remote_via_evtchn)."""
+        dom = self.domains.get(domid)
+        p = dom.ports.get(port) if dom else None
+        if p is not None and p.state == PortState.INTERDOMAIN and p.end is not None:
+            _kick(p.end)
 
     def ports(self, domid: int | None = None) -> list[Port]:
         doms = [self.domains[domid]] if domid in self.domains else (
@@ -259,6 +379,7 @@ class Hypervisor:
         self._domain(domid)
         if not 0 < n <= 1024:
             raise HvError(errno.EINVAL, f"bad page count {n}")
+        self._fault(domid, "grant.alloc")
         out: list[tuple[int, int]] = []
         try:
             for _ in range(n):
@@ -279,6 +400,7 @@ class Hypervisor:
         page = self._pages.get(page_id)
         if page is None or page.conn != conn or page.freed:
             raise HvError(errno.EINVAL, f"page {page_id} is not yours")
+        self._fault(domid, "grant.share")
         if len(dom.grants) >= MAX_GRANTS:
             raise HvError(errno.ENOSPC, "grant table full")
         ref = dom.next_ref
@@ -295,6 +417,7 @@ class Hypervisor:
         g = dom.grants.get(ref)
         if g is None or g.page.conn != conn or g.revoked:
             raise HvError(errno.EINVAL, f"no grant {ref}")
+        self._fault(domid, "grant.revoke")
         return self._revoke(dom, g)
 
     def _revoke(self, dom: Domain, g: Grant) -> bool:
@@ -303,7 +426,6 @@ class Hypervisor:
                 g.revoked = True
                 g.revoke_record = RevokeRecord(dom.domid, g.ref, g.grantee, time.monotonic_ns())
                 self.revokes.append(g.revoke_record)
-                del self.revokes[:-MAX_HISTORY]
             return False
         self._drop_grant(g)
         return True
@@ -328,6 +450,9 @@ class Hypervisor:
     def _free_page(self, page: Page) -> None:
         # gntalloc semantics: freeing ends foreign access; mapped grants stay busy.
         page.freed = True
+        if page.notify is not None:  # gntalloc's __del_gref
+            self._do_notify(page.domid, page.notify, [page.fd], False)
+            page.notify = None
         dom = self.domains.get(page.domid)
         for ref in list(page.grants):
             g = dom.grants.get(ref) if dom else None
@@ -348,6 +473,7 @@ class Hypervisor:
         gdom = self._domain(granter)
         if not 0 < len(refs) <= 1024:
             raise HvError(errno.EINVAL, f"bad ref count {len(refs)}")
+        self._fault(mapper, "grant.map")
         grants: list[Grant] = []
         for ref in refs:
             g = gdom.grants.get(ref)
@@ -371,22 +497,73 @@ class Hypervisor:
         records = [MapRecord(mid, granter, mapper, g.ref, readonly, now) for g in grants]
         for g in grants:
             g.nmaps += 1
-        self._maps[mid] = MapSet(mid, mapper, conn, grants, records)
+        self._counter(granter, mapper).maps += len(grants)
+        self._maps[mid] = MapSet(mid, mapper, conn, grants, records, readonly)
         return mid, fds
 
     def unmap(self, conn: int, map_id: int) -> None:
         mset = self._maps.get(map_id)
         if mset is None or mset.conn != conn:
             raise HvError(errno.EINVAL, f"no mapping {map_id}")
+        self._fault(mset.mapper, "grant.unmap")
         self._unmap(mset)
+
+    def _check_notify_port(self, domid: int, port: int | None) -> None:
+        # Linux's evtchn_get: the port must be bound (through the evtchn device) in the
+        # caller's domain, else -EINVAL
+        if port is not None and port not in self._domain(domid).ports:
+            raise HvError(errno.EINVAL, f"port {port} is not bound in domain {domid}")
+
+    def set_map_notify(self, conn: int, map_id: int, offset: int | None,
+                       port: int | None) -> None:
+        """gntdev's IOCTL_GNTDEV_SET_UNMAP_NOTIFY on a mapping of this connection."""
+        mset = self._maps.get(map_id)
+        if mset is None or mset.conn != conn:
+            raise HvError(errno.ENOENT, f"no mapping {map_id}")
+        if offset is not None and not 0 <= offset < len(mset.grants) * shm.PAGE_SIZE:
+            raise HvError(errno.EINVAL, f"offset {offset} outside the mapping")
+        if offset is not None and mset.readonly:
+            raise HvError(errno.EINVAL, "clear-byte notify on a read-only mapping")
+        self._check_notify_port(mset.mapper, port)
+        mset.notify = UnmapNotify(offset, port)
+
+    def set_page_notify(self, conn: int, domid: int, page_id: int, offset: int | None,
+                        port: int | None) -> None:
+        """gntalloc's IOCTL_GNTALLOC_SET_UNMAP_NOTIFY on a page of this connection."""
+        page = self._pages.get(page_id)
+        if page is None or page.conn != conn or page.freed:
+            raise HvError(errno.ENOENT, f"page {page_id} is not yours")
+        if offset is not None and not 0 <= offset < shm.PAGE_SIZE:
+            raise HvError(errno.EINVAL, f"offset {offset} outside the page")
+        self._check_notify_port(domid, port)
+        page.notify = UnmapNotify(offset, port)
+
+    def _do_notify(self, domid: int, notify: UnmapNotify, fds: list[int],
+                   readonly: bool) -> None:
+        if notify.offset is not None and not readonly:
+            fd = fds[notify.offset // shm.PAGE_SIZE]
+            if fd >= 0:
+                try:
+                    os.pwrite(fd, b"\0", notify.offset % shm.PAGE_SIZE)
+                except OSError:
+                    pass
+        if notify.port is not None:
+            self.send_event(domid, notify.port)
 
     def _unmap(self, mset: MapSet) -> None:
         del self._maps[mset.id]
+        if mset.notify is not None:  # gntdev's unmap_grant_pages
+            self._do_notify(mset.mapper, mset.notify, [g.page.fd for g in mset.grants],
+                            mset.readonly)
         now = time.monotonic_ns()
         for rec in mset.records:
             rec.until = now
+        dropped = len(self.history) + len(mset.records) - MAX_HISTORY
+        if dropped > 0:
+            self.history_dropped += dropped
         self.history.extend(mset.records)
-        del self.history[:-MAX_HISTORY]
+        if mset.grants:
+            self._counter(mset.grants[0].domid, mset.mapper).unmaps += len(mset.grants)
         for g in mset.grants:
             g.nmaps -= 1
             if g.nmaps == 0 and g.revoked:
@@ -398,7 +575,7 @@ class Hypervisor:
                  history: bool = False) -> list[MapRecord]:
         recs = [r for m in self._maps.values() for r in m.records]
         if history:
-            recs = self.history + recs
+            recs = list(self.history) + recs
         return [r for r in recs if (granter is None or r.granter == granter)
                 and (mapper is None or r.mapper == mapper)]
 
@@ -406,6 +583,12 @@ class Hypervisor:
         doms = [self.domains[domid]] if domid in self.domains else (
             [] if domid is not None else self.list_domains())
         return [g for d in doms for _, g in sorted(d.grants.items())]
+
+    def map_counters(self, granter: int | None = None,
+                     mapper: int | None = None) -> list[MapCounter]:
+        return [c for _, c in sorted(self.counters.items())
+                if (granter is None or c.granter == granter)
+                and (mapper is None or c.mapper == mapper)]
 
     def busy_revokes(self, granter: int | None = None) -> list[RevokeRecord]:
         return [r for r in self.revokes if granter is None or r.granter == granter]
@@ -421,3 +604,7 @@ class Hypervisor:
                 os.close(page.fd)
                 page.fd = -1
         self._pages.clear()
+        for d in self.domains.values():
+            if d.fault_fd >= 0:
+                os.close(d.fault_fd)
+                d.fault_fd = -1

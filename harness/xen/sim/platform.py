@@ -8,7 +8,15 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-from harness.xen.api import Domain, GrantAccounting, MappingRecord, PortRecord
+from harness.xen.api import (
+    Domain,
+    FaultInjection,
+    FaultRecord,
+    GrantAccounting,
+    MappingRecord,
+    PortRecord,
+    XenStoreAccounting,
+)
 from harness.xen.sim.hvproto import PortState
 from harness.xen.sim.runner import Sim, running_sim
 
@@ -31,6 +39,24 @@ class SimAccounting:
                            p.remote_domid, p.remote_port) for p in self._sim.ports(domid)]
 
 
+class SimFaults:
+    """:class:`FaultInjection` through the sim daemon (C programs see it too)."""
+
+    def __init__(self, sim: Sim) -> None:
+        self._sim = sim
+
+    def inject_fault(self, domid: int, op: str, errno: int | str | None = None,
+                     mode: str | tuple[str, int] = "once") -> int:
+        return self._sim.inject_fault(domid, op, errno, mode)
+
+    def clear_faults(self, domid: int | None = None, fault_id: int | None = None) -> int:
+        return self._sim.clear_faults(domid, fault_id)
+
+    def faults(self) -> list[FaultRecord]:
+        return [FaultRecord(f.id, f.domid, f.op, f.errno, f.mode, f.n, f.calls, f.fired)
+                for f in self._sim.faults()]
+
+
 class SimPlatform:
     """A running simulated Xen (its daemon started by :func:`sim_platform`)."""
 
@@ -38,7 +64,8 @@ class SimPlatform:
 
     def __init__(self, sim: Sim) -> None:
         self.sim = sim
-        self._caps: dict[type, Any] = {GrantAccounting: SimAccounting(sim)}
+        self._caps: dict[type, Any] = {GrantAccounting: SimAccounting(sim),
+                                       XenStoreAccounting: sim, FaultInjection: SimFaults(sim)}
 
     @property
     def dir(self) -> str:

@@ -24,7 +24,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from harness.xen.api import XenTimeout
-from harness.xen.sim.client import SimControl, SimDomain
+from harness.xen.sim.client import (
+    FaultRecord,
+    MapCounterRecord,
+    SimControl,
+    SimDomain,
+)
 from harness.xen.sim.daemon import READY_FILE, hypervisor_path, sim_env, xenstored_path
 
 START_TIMEOUT = 10.0
@@ -90,6 +95,46 @@ class Sim:
 
     def busy_revokes(self, granter: int | None = None) -> list[Any]:
         return self.control.busy_revokes(granter)
+
+    def map_counters(self, granter: int | None = None,
+                     mapper: int | None = None) -> list[MapCounterRecord]:
+        """Pages mapped/unmapped per (granter, mapper) since the start. The record history
+        (``mappings(history=True)``) keeps only the last ``hypervisor.MAX_HISTORY``
+        unmapped records; current mappings are always listed in full."""
+        return self.control.map_counters(granter, mapper)
+
+    def xs_writes(self, domid: int, since: int | None = None,
+                  last: float | None = None) -> int:
+        """XenStore write requests (write, mkdir, rm, set-perms) made by ``domid``: all of
+        them, those at or after ``since`` (``time.monotonic_ns()``), or those in the
+        ``last`` seconds. Only the last ``xenstored.WRITE_WINDOW`` writes of a domain
+        carry times: an older ``since`` counts that window."""
+        if last is not None:
+            since = time.monotonic_ns() - int(last * 1e9)
+        rows = self.control.xs_writes(domid, since or 0)
+        if not rows:
+            return 0
+        return rows[0].since if since else rows[0].total
+
+    def inject_fault(self, domid: int, op: str, errno: int | str | None = None,
+                     mode: str | tuple[str, int] = "once") -> int:
+        """Make ``op`` of ``domid`` fail (ops and default errnos: ``faults.OPS``, listed in
+        PROTOCOL.md): ``mode`` ``"once"``, ``"always"`` or ``("from", n)``. C programs on
+        the replacement libraries see it too. Returns the fault's id (for
+        :meth:`clear_faults`)."""
+        return self.control.inject_fault(domid, op, errno, mode)
+
+    def clear_faults(self, domid: int | None = None, fault_id: int | None = None) -> int:
+        """Remove the faults of ``domid`` (every domain's when None), or just ``fault_id``;
+        returns how many were removed."""
+        return self.control.clear_faults(domid, fault_id)
+
+    def faults(self) -> list[FaultRecord]:
+        """The faults set and not cleared, with how many calls matched and failed."""
+        return self.control.faults()
+
+    def rename_domain(self, domid: int, name: str) -> None:
+        self.control.rename_domain(domid, name)
 
     def close_clients(self) -> None:
         for dom in self._domains:

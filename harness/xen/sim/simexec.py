@@ -7,16 +7,21 @@ The program gets the replacement ``libxenevtchn``, ``libxengnttab`` and ``libxen
 Debian's own ``libxenstore`` pointed at the sim's xenstored by ``XENSTORED_PATH``, and the
 sim's environment for that domain (``XEN_SIM_DIR``, ``XEN_SIM_DOMID``,
 ``XEN_SIM_HYPERVISOR``). Its stdout and stderr are streamed line by line with a prefix; it
-runs in its own process group, which is killed on timeout or Ctrl-C.
+runs in its own process group: SIGINT, SIGTERM and SIGHUP sent to us are forwarded to that group,
+which is SIGKILLed after :data:`KILL_GRACE` seconds if still there (also on timeout); the
+program gets PR_SET_PDEATHSIG(SIGKILL), so it dies even when we are SIGKILLed.
 
 ``sndif-harness sim exec [--domid N] [--name NAME] -- COMMAND [ARGS]`` is
-:func:`exec_command` (wired by :func:`register_exec`).
+:func:`exec_command` (wired by ``harness/cli/sim_cmd.py``, which turns a
+:class:`SimUsageError` into the CLI's one-line usage error).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -35,6 +40,26 @@ KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the process group
 DRAIN_GRACE = 2.0  # seconds to wait for output after the program exits
 
 OutputFn = Callable[[str, str], None]  # (stream name "stdout"/"stderr", prefixed line)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
+
+
+class SimUsageError(ValueError):
+    """A user mistake in what was asked of the simulator (the CLI prints it as one line)."""
+
+
+def _pdeathsig_preexec() -> Callable[[], None]:
+    """A preexec_fn making the child die (SIGKILL) with the thread that forked it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: follow it now
+            os._exit(137)
+
+    return preexec
 
 
 def _default_output(stream: str, line: str) -> None:
@@ -58,14 +83,17 @@ def domain_env(sim_dir: str, domid: int, libdir: str | os.PathLike[str],
 
 def ensure_domain(sim_dir: str, domid: int, name: str | None = None,
                   timeout: float = 5.0) -> None:
-    """Create domain ``domid`` (named ``name``) unless the sim already has it."""
+    """Create domain ``domid`` (named ``name``) unless the sim already has it; an existing
+    domain is renamed to ``name`` when one is given (XenStore ``name`` nodes included)."""
     from harness.xen.sim.client import SimControl
 
     ctl = SimControl(hypervisor_path(sim_dir, 0), timeout)
     try:
-        if any(d.domid == domid for d in ctl.list_domains()):
-            return
-        ctl.create_domain(domid, name or f"domain-{domid}")
+        existing = {d.domid: d.name for d in ctl.list_domains()}
+        if domid not in existing:
+            ctl.create_domain(domid, name or f"domain-{domid}")
+        elif name and existing[domid] != name:
+            ctl.rename_domain(domid, name)
     finally:
         ctl.close()
 
@@ -83,9 +111,9 @@ def _killpg(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the program's process group, SIGKILL it after KILL_GRACE."""
-    _killpg(proc.pid, signal.SIGTERM)
+def _stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """``sig`` to the program's process group, SIGKILL to it after KILL_GRACE."""
+    _killpg(proc.pid, sig)
     try:
         proc.wait(KILL_GRACE)
     except subprocess.TimeoutExpired:
@@ -93,6 +121,39 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     _killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(KILL_GRACE)
+
+
+class _Forwarder:
+    """While installed (main thread only), SIGINT/SIGTERM/SIGHUP sent to us go to the
+    program's process group; the first one arms a SIGKILL of the group KILL_GRACE later."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None  # set once started
+        self.signum: int | None = None
+        self.deadline: float | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Forwarder:
+        if threading.current_thread() is threading.main_thread():
+            for sig in FORWARDED:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.proc is not None:
+            _killpg(self.proc.pid, signum)
+        if self.signum is None:
+            self.signum = signum
+            self.deadline = time.monotonic() + KILL_GRACE
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        if self.signum is not None:  # arrived while starting: deliver it now
+            _killpg(proc.pid, self.signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def run_as_domain(argv: Sequence[str], *, sim_dir: str | None = None, runner: Any = None,
@@ -125,9 +186,17 @@ def run_as_domain(argv: Sequence[str], *, sim_dir: str | None = None, runner: An
     if prefix is None:
         prefix = f"[{name or f'dom{domid}'}] "
     output = output or _default_output
-    proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    fwd = _Forwarder()
+    with fwd:  # from before the start: a signal must never find the program unattended
+        proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, preexec_fn=_pdeathsig_preexec())
+        fwd.started(proc)
+        return _supervise(proc, fwd, prefix, output, timeout)
+
+
+def _supervise(proc: subprocess.Popen[bytes], fwd: _Forwarder, prefix: str,
+               output: OutputFn, timeout: float | None) -> int:
     assert proc.stdout is not None and proc.stderr is not None
     pumps = [threading.Thread(target=_pump, args=(pipe, stream, prefix, output), daemon=True)
              for pipe, stream in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
@@ -135,12 +204,19 @@ def run_as_domain(argv: Sequence[str], *, sim_dir: str | None = None, runner: An
         t.start()
     timed_out = False
     try:
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            output("stderr", f"{prefix}killed after {timeout:g}s (timeout)")
-            _stop_group(proc)
+        start = time.monotonic()
+        while proc.poll() is None:
+            now = time.monotonic()
+            if fwd.deadline is not None and now >= fwd.deadline:
+                _killpg(proc.pid, signal.SIGKILL)  # the grace after a signal is over
+                fwd.deadline = None
+            if timeout is not None and now - start >= timeout:
+                timed_out = True
+                output("stderr", f"{prefix}killed after {timeout:g}s (timeout)")
+                _stop_group(proc)
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.1)
     except BaseException:  # Ctrl-C and friends: nothing of the program may outlive us
         _stop_group(proc)
         raise
@@ -153,8 +229,12 @@ def run_as_domain(argv: Sequence[str], *, sim_dir: str | None = None, runner: An
             _killpg(proc.pid, signal.SIGKILL)
             for t in pumps:
                 t.join(DRAIN_GRACE)
+    # the group may hold more than the program: nothing of it outlives the run
+    _killpg(proc.pid, signal.SIGKILL)
     if timed_out:
         return TIMEOUT_STATUS
+    if fwd.signum is not None:
+        return 128 + fwd.signum  # stopped by a signal sent to us, as a shell reports it
     return int(proc.returncode)
 
 
@@ -186,36 +266,15 @@ def exec_command(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        from harness.cli import UsageError
-
-        raise UsageError("sim exec: no command given (sim exec [--domid N] -- COMMAND ...)")
+        raise SimUsageError("sim exec: no command given (sim exec [--domid N] -- COMMAND ...)")
     domid = int(getattr(args, "domid", 0) or 0)
     with _some_sim(getattr(args, "dir", None)) as dir:
         try:
             return run_as_domain(command, sim_dir=dir, domid=domid,
                                  name=getattr(args, "name", None),
                                  timeout=getattr(args, "timeout", None))
-        except FileNotFoundError as exc:
-            from harness.cli import UsageError
-
-            raise UsageError(f"sim exec: {exc.strerror}: {command[0]}") from exc
-
-
-def register_exec(sim_subcommands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``exec`` to the ``sim`` sub-commands."""
-    p = sim_subcommands.add_parser(
-        "exec", help="run a program as a domain of the simulated Xen",
-        description="Run COMMAND with the sim's replacement Xen libraries, as domain N of "
-                    "the sim running in --dir or $XEN_SIM_DIR (else of a new one).")
-    from harness.cli import domid_arg
-
-    p.add_argument("--domid", type=domid_arg, default=0, help="domain to act as (default 0)")
-    p.add_argument("--name", help="name of the domain if it must be created")
-    p.add_argument("--dir", help="directory of a running sim (`sim run --dir`)")
-    p.add_argument("--timeout", type=float, help="kill the program after this many seconds")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS]")
-    p.set_defaults(handler=exec_command)
-    return p
+        except (FileNotFoundError, PermissionError) as exc:
+            raise SimUsageError(f"sim exec: {exc.strerror}: {command[0]}") from exc
 
 
 # ---------------------------------------------------------------------- benchmark

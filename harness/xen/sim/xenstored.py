@@ -24,13 +24,16 @@ Typical use (the sim daemon)::
 
 from __future__ import annotations
 
+import errno as E
 import logging
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.xen.api import Perm
+from harness.xen.sim.faults import FaultTable
 from harness.xen.sim.xs_tree import (
     PERM_OWNER,
     PERM_READ,
@@ -49,7 +52,14 @@ from harness.xen.sim.xs_tree import (
     parse_perm,
     perm_for,
 )
-from protocol_models.xenstore import XENSTORE_PAYLOAD_MAX, XsError, XsType, error_payload, pack
+from protocol_models.xenstore import (
+    XENSTORE_PAYLOAD_MAX,
+    XS_ERRORS,
+    XsError,
+    XsType,
+    error_payload,
+    pack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +102,47 @@ _TX_OPS = frozenset({
     XsType.DIRECTORY_PART, XsType.GET_PERMS, XsType.SET_PERMS, XsType.TRANSACTION_END,
 })
 _OK = b"OK\0"
+#: request types a fault can be injected on, by fault op name (faults.OPS)
+FAULT_OPS = {
+    XsType.READ: "xs.read", XsType.WRITE: "xs.write", XsType.MKDIR: "xs.mkdir",
+    XsType.RM: "xs.rm", XsType.DIRECTORY: "xs.directory",
+    XsType.DIRECTORY_PART: "xs.directory", XsType.GET_PERMS: "xs.get_perms",
+    XsType.SET_PERMS: "xs.set_perms", XsType.WATCH: "xs.watch", XsType.UNWATCH: "xs.unwatch",
+    XsType.TRANSACTION_START: "xs.transaction_start",
+    XsType.TRANSACTION_END: "xs.transaction_end",
+}
+#: requests counted as writes by the write accounting
+WRITE_TYPES = frozenset({XsType.WRITE, XsType.MKDIR, XsType.RM, XsType.SET_PERMS})
+WRITE_WINDOW = 65536  # write times kept per domain (totals are kept whatever the count)
+
+
+class WriteLog:
+    """XenStore write requests per domain: a total, and the times of the recent ones, to
+    answer "how many writes by D since T" (a backend writing in a storm shows here)."""
+
+    def __init__(self, window: int = WRITE_WINDOW) -> None:
+        self.window = window
+        self.totals: Counter[int] = Counter()
+        self.times: dict[int, deque[int]] = {}
+
+    def record(self, domid: int, now: int) -> None:
+        self.totals[domid] += 1
+        q = self.times.get(domid)
+        if q is None:
+            q = self.times[domid] = deque(maxlen=self.window)
+        q.append(now)
+
+    def count(self, domid: int, since: int = 0) -> int:
+        """Writes by ``domid`` at or after ``since`` (time.monotonic_ns); a ``since`` older
+        than the window counts the whole window."""
+        if since <= 0:
+            return self.totals[domid]
+        q = self.times.get(domid, ())
+        return sum(1 for t in reversed(q) if t >= since) if q else 0
+
+    def rows(self, domid: int | None, since: int) -> list[tuple[int, int, int]]:
+        doms = sorted(self.totals) if domid is None else [domid]
+        return [(d, self.totals[d], self.count(d, since)) for d in doms]
 
 
 @dataclass
@@ -125,6 +176,7 @@ class XsConnection:
         self.txs: dict[int, Transaction] = {}
         self.next_tx = 1
         self.open = True
+        self.internal = False  # the simulator's own toolstack writes: no faults, not counted
 
     def __repr__(self) -> str:
         return f"XsConnection(dom{self.domid}, watches={len(self.watches)})"
@@ -136,7 +188,11 @@ class XenstoreState:
     Public API for the daemon: :meth:`introduce`, :meth:`release`, :meth:`is_introduced`;
     for transports: :meth:`connect`, :meth:`disconnect`, :meth:`handle`."""
 
-    def __init__(self, quotas: dict[str, int] | None = None) -> None:
+    def __init__(self, quotas: dict[str, int] | None = None,
+                 faults: FaultTable | None = None) -> None:
+        self.faults = faults
+        self.writes = WriteLog()
+        self._toolstack: XsConnection | None = None
         self.lock = threading.RLock()
         self.quotas = dict(DEFAULT_QUOTAS, **(quotas or {}))
         self._gen = 0
@@ -183,6 +239,37 @@ class XenstoreState:
             self._fire_special("@releaseDomain")
             return was
 
+    def toolstack(self, ops: list[tuple]) -> None:
+        """Apply ``ops`` as the toolstack (dom0, privileged; watches fire, nothing is
+        counted or faulted): ``("write", path, value)``, ``("mkdir", path)``,
+        ``("rm", path)``, ``("perms", path, "n0", "r1", ...)``. Failures are logged."""
+        with self.lock:
+            if self._toolstack is None:
+                self._toolstack = XsConnection(0, lambda msg: None)
+                self._toolstack.internal = True
+            conn = self._toolstack
+            for op in ops:
+                kind, path, *rest = op
+                if kind == "write":
+                    type_, payload = XsType.WRITE, path.encode() + b"\0" + rest[0].encode()
+                elif kind == "perms":
+                    type_ = XsType.SET_PERMS
+                    payload = b"".join(x.encode() + b"\0" for x in (path, *rest))
+                else:
+                    type_ = XsType.MKDIR if kind == "mkdir" else XsType.RM
+                    payload = path.encode() + b"\0"
+                try:
+                    self._dispatch(conn, type_, 0, payload)
+                except XsError as e:
+                    if not (kind == "rm" and e.name == "ENOENT"):
+                        log.warning("xenstored: toolstack %s %s: %s", kind, path, e.name)
+
+    def write_counts(self, domid: int | None = None,
+                     since: int = 0) -> list[tuple[int, int, int]]:
+        """(domid, total writes, writes since ``since``) per domain that ever wrote."""
+        with self.lock:
+            return self.writes.rows(domid, since)
+
     def is_introduced(self, domid: int) -> bool:
         with self.lock:
             return domid in self._introduced
@@ -215,6 +302,17 @@ class XenstoreState:
         with self.lock:
             if not conn.open:
                 return
+            if not conn.internal:
+                if type_ in WRITE_TYPES:
+                    self.writes.record(conn.domid, time.monotonic_ns())
+                fault_op = FAULT_OPS.get(type_)
+                err = self.faults.check(conn.domid, fault_op) if (
+                    self.faults is not None and fault_op) else 0
+                if err:
+                    name = E.errorcode.get(err, "EIO")
+                    name = name if name in XS_ERRORS else "EIO"
+                    conn.sink(pack(XsType.ERROR, error_payload(name), req_id, tx_id))
+                    return
             try:
                 reply, after = self._dispatch(conn, type_, tx_id, payload)
             except XsError as e:

@@ -2,11 +2,13 @@
  * libxenevtchn.so.1 for the simulated Xen.
  *
  * A handle is one connection to the domain's hypervisor socket (the sim ties ports to the
- * connection, as Linux ties them to an open of /dev/xen/evtchn). Each bound port is one
- * end of a stream socketpair whose other end the peer holds: notify writes a byte, an event
- * is pending while bytes are queued. The handle's fd (xenevtchn_fd) is an epoll fd over
- * the port sockets plus the hypervisor connection (which announces, asynchronously, that a
- * peer bound one of our unbound ports).
+ * connection, as Linux ties them to an open of /dev/xen/evtchn). Each port is one end of a
+ * stream socketpair (given with the port by alloc_unbound or bind_interdomain) whose other
+ * end the peer holds: notify writes a byte, an event is pending while bytes are queued.
+ * The sim keeps both ends, so a peer going away is not seen here (no EOF), as on Linux.
+ * The handle's fd (xenevtchn_fd) is an epoll fd over the port sockets only: readable only
+ * while a port is pending, like /dev/xen/evtchn, so xenevtchn_pending after a poll that
+ * said readable never blocks.
  *
  * Masking follows Linux's evtchn device: xenevtchn_pending delivers a port (coalescing
  * every notification queued so far) and leaves it masked (out of the epoll set) until
@@ -20,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -51,6 +54,7 @@ struct xenevtchn_handle {
     int epfd;
     int hv_dead;
     int own_fd; /* fd given to xenevtchn_fdopen, closed with the handle */
+    volatile uint32_t *faults; /* the domain's fault page (NULL: none) */
     uint32_t domid;
     int64_t restrict_domid; /* -1: unrestricted */
     pthread_mutex_t lock;
@@ -185,8 +189,7 @@ static xenevtchn_handle *handle_new(unsigned int open_flags)
     h->epfd = epoll_create1(open_flags & XENEVTCHN_NO_CLOEXEC ? 0 : EPOLL_CLOEXEC);
     if (h->epfd < 0)
         goto fail_hv;
-    if (watch_fd(h, h->hv.fd, HV_TAG) < 0)
-        goto fail_ep;
+    h->faults = simhv_fault_page(&h->hv);
     if (pthread_mutex_init(&h->lock, NULL) != 0) {
         errno = ENOMEM;
         goto fail_ep;
@@ -195,6 +198,8 @@ static xenevtchn_handle *handle_new(unsigned int open_flags)
     return h;
 fail_ep:
     e = errno;
+    if (h->faults)
+        munmap((void *)h->faults, SIMHV_PAGE_SIZE);
     close(h->epfd);
     errno = e;
 fail_hv:
@@ -255,6 +260,8 @@ EXPORT int xenevtchn_close(xenevtchn_handle *h)
     }
     simhv_close(&h->hv);
     close(h->epfd);
+    if (h->faults)
+        munmap((void *)h->faults, SIMHV_PAGE_SIZE);
     if (h->own_fd >= 0)
         close(h->own_fd);
     pthread_mutex_unlock(&h->lock);
@@ -295,24 +302,28 @@ EXPORT int xenevtchn_notify(xenevtchn_handle *h, evtchn_port_t port)
     pthread_mutex_lock(&h->lock);
     p = port_get(h, port);
     if (!p) {
+        /* Linux's IOCTL_EVTCHN_NOTIFY: not a port of this fd */
         pthread_mutex_unlock(&h->lock);
         errno = ENOTCONN;
         return -1;
     }
-    if (p->fd < 0) {
-        /* the peer may just have bound it: any announcement arrives before the reply to
-         * EVTCHN_STATUS (PROTOCOL.md); the call dispatches it */
+    if (h->faults && (*h->faults & SIMHV_FAULT_NOTIFY)) {
+        /* a fault is armed for notify in this domain: the hypervisor decides */
         uint8_t pl[4];
-        struct simhv_reply rep;
         simhv_put32(pl, port);
-        if (!h->hv_dead &&
-            simhv_call(&h->hv, SIMHV_EVTCHN_STATUS, pl, 4, NULL, 0, 0, &rep) == 0)
-            simhv_reply_free(&rep);
-        p = port_get(h, port);
+        struct simhv_reply rep;
+        if (simhv_call_ok(&h->hv, SIMHV_EVTCHN_NOTIFY_CHECK, pl, 4, NULL, 0, 0, &rep) < 0) {
+            int e = errno;
+            pthread_mutex_unlock(&h->lock);
+            errno = e;
+            return -1;
+        }
+        simhv_reply_free(&rep);
     }
-    if (p && p->fd >= 0) {
-        /* EAGAIN: the peer has plenty pending already; EPIPE/ECONNRESET: the peer is gone
-         * (Xen drops the event; so do we). Neither is an error for the notifier. */
+    if (p->fd >= 0) {
+        /* EAGAIN: the peer has plenty pending already; EPIPE/ECONNRESET: the hypervisor
+         * closed the port. Neither is an error for the notifier (Xen drops the event). An
+         * unbound port's notifications go to the sim, which drops them. */
         SIMHV_NOINTR(send(p->fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL));
     }
     pthread_mutex_unlock(&h->lock);
@@ -346,6 +357,7 @@ EXPORT xenevtchn_port_or_error_t xenevtchn_bind_unbound_port(xenevtchn_handle *h
     uint8_t pl[4];
     struct simhv_reply rep;
     xenevtchn_port_or_error_t r;
+    int fd;
 
     if (!valid(h))
         return -1;
@@ -366,7 +378,15 @@ EXPORT xenevtchn_port_or_error_t xenevtchn_bind_unbound_port(xenevtchn_handle *h
         errno = EPROTO;
         return -1;
     }
-    r = add_bound(h, simhv_get32(rep.data), -1);
+    fd = rep.nfds >= 1 ? rep.fds[0] : -1;
+    if (fd < 0) {
+        simhv_reply_free(&rep);
+        pthread_mutex_unlock(&h->lock);
+        errno = EPROTO;
+        return -1;
+    }
+    rep.fds[0] = -1;
+    r = add_bound(h, simhv_get32(rep.data), fd);
     simhv_reply_free(&rep);
     pthread_mutex_unlock(&h->lock);
     return r;
@@ -442,9 +462,9 @@ EXPORT int xenevtchn_unmask(xenevtchn_handle *h, evtchn_port_t port)
     pthread_mutex_lock(&h->lock);
     p = port_get(h, port);
     if (!p) {
+        /* Linux's evtchn_write ignores ports that aren't the fd's: unmask succeeds */
         pthread_mutex_unlock(&h->lock);
-        errno = ENOTCONN;
-        return -1;
+        return 0;
     }
     if (p->masked) {
         p->masked = 0;
@@ -455,9 +475,11 @@ EXPORT int xenevtchn_unmask(xenevtchn_handle *h, evtchn_port_t port)
     return rc;
 }
 
-/* One ready port, consumed and masked; 0 when none is ready now (-1 on error). */
+/* One ready port, consumed and masked: 1; 0 when none is ready now; 2 when none is but a
+ * channel was closed by the hypervisor (our domain or the sim went away); -1 on error. */
 static int take_ready(xenevtchn_handle *h, evtchn_port_t *out)
 {
+    int closed = 0;
     struct epoll_event evs[16];
     int n = SIMHV_NOINTR(epoll_wait(h->epfd, evs, 16, 0));
 
@@ -490,11 +512,12 @@ static int take_ready(xenevtchn_handle *h, evtchn_port_t *out)
             break;
         }
         if (eof) {
-            /* The peer closed the channel: our port is unbound again (the peer may bind
-             * it anew; the sim then announces the new channel). */
+            /* Only the hypervisor closes a channel (it keeps both ends while the port
+             * lives): the port is gone, as is our domain or the sim. */
             unwatch_fd(h, p->fd);
             close(p->fd);
             p->fd = -1;
+            closed = 1;
         }
         if (got > 0) {
             if (p->fd >= 0)
@@ -504,7 +527,7 @@ static int take_ready(xenevtchn_handle *h, evtchn_port_t *out)
             return 1;
         }
     }
-    return 0;
+    return closed ? 2 : 0;
 }
 
 EXPORT xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *h)
@@ -522,8 +545,13 @@ EXPORT xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *h)
         pthread_mutex_unlock(&h->lock);
         if (r < 0)
             return -1;
-        if (r > 0)
+        if (r == 1)
             return (xenevtchn_port_or_error_t)port;
+        if (r == 2) {
+            /* the fd polled readable for a port the hypervisor closed: never block then */
+            errno = EIO;
+            return -1;
+        }
         if (nonblock) {
             errno = EAGAIN;
             return -1;

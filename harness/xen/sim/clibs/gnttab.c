@@ -59,7 +59,6 @@ struct region {
     uint32_t npages;
     uint32_t nids;      /* map ids (KIND_TAB) or page ids (KIND_SHR) */
     uint32_t *ids;
-    uint32_t notify_offset; /* NOTIFY_NONE or byte offset cleared at unmap */
 };
 
 struct xengntdev_handle {
@@ -144,6 +143,32 @@ static int send_free(struct xengntdev_handle *h, const uint32_t *ids, uint32_t n
         done += k;
     }
     return rc;
+}
+
+/* gntdev/gntalloc SET_UNMAP_NOTIFY, as libxengnttab asks it: a byte to clear when the
+ * offset is inside the region, an event when a port is given. The sim does both at unmap
+ * (or free), also when the process dies, as the Linux drivers do. */
+static int set_notify(struct xengntdev_handle *h, uint32_t op, uint32_t id, uint32_t npages,
+                      uint32_t notify_offset, uint32_t notify_port)
+{
+    uint8_t pl[16];
+    uint32_t flags = 0;
+    struct simhv_reply rep;
+
+    if (notify_offset < (size_t)npages * PAGE)
+        flags |= SIMHV_NOTIFY_CLEAR_BYTE;
+    if (notify_port != NOTIFY_NONE)
+        flags |= SIMHV_NOTIFY_SEND_EVENT;
+    if (!flags)
+        return 0;
+    simhv_put32(pl, id);
+    simhv_put32(pl + 4, flags);
+    simhv_put32(pl + 8, notify_offset);
+    simhv_put32(pl + 12, notify_port);
+    if (simhv_call_ok(&h->hv, op, pl, sizeof(pl), NULL, 0, 0, &rep) < 0)
+        return -1;
+    simhv_reply_free(&rep);
+    return 0;
 }
 
 static void *reserve(uint32_t npages)
@@ -268,7 +293,7 @@ static int map_run(struct xengntdev_handle *h, uint8_t *addr, uint32_t granter,
 
 static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t *domids,
                       uint32_t domid_stride, const uint32_t *refs, int prot,
-                      uint32_t notify_offset)
+                      uint32_t notify_offset, uint32_t notify_port)
 {
     struct region *r;
     uint8_t *addr;
@@ -276,8 +301,7 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
 
     if (!valid(h, KIND_TAB))
         return NULL;
-    if (count == 0 || count > MAX_PAGES || !refs || !domids ||
-        (notify_offset != NOTIFY_NONE && notify_offset >= PAGE * (size_t)count)) {
+    if (count == 0 || count > MAX_PAGES || !refs || !domids) {
         errno = EINVAL;
         return NULL;
     }
@@ -296,7 +320,6 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
     }
     r->addr = addr;
     r->npages = count;
-    r->notify_offset = notify_offset;
     pthread_mutex_lock(&h->lock);
     while (i < count) {
         uint32_t dom = domids[i * domid_stride], n = 1;
@@ -315,6 +338,17 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
         r->nids++;
         i += n;
     }
+    if (r->nids == 1 &&
+        set_notify(h, SIMHV_GNT_MAP_NOTIFY, r->ids[0], count, notify_offset, notify_port) < 0) {
+        /* libxengnttab: a refused SET_UNMAP_NOTIFY fails the map */
+        int e = errno;
+        munmap(addr, (size_t)count * PAGE);
+        send_unmaps(h, r->ids, r->nids);
+        pthread_mutex_unlock(&h->lock);
+        region_free(r);
+        errno = e;
+        return NULL;
+    }
     r->next = h->regions;
     h->regions = r;
     pthread_mutex_unlock(&h->lock);
@@ -324,29 +358,30 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
 EXPORT void *xengnttab_map_grant_ref(xengnttab_handle *xgt, uint32_t domid, uint32_t ref,
                                      int prot)
 {
-    return map_refs(xgt, 1, &domid, 0, &ref, prot, NOTIFY_NONE);
+    return map_refs(xgt, 1, &domid, 0, &ref, prot, NOTIFY_NONE, NOTIFY_NONE);
 }
 
 EXPORT void *xengnttab_map_grant_refs(xengnttab_handle *xgt, uint32_t count,
                                       uint32_t *domids, uint32_t *refs, int prot)
 {
-    return map_refs(xgt, count, domids, 1, refs, prot, NOTIFY_NONE);
+    return map_refs(xgt, count, domids, 1, refs, prot, NOTIFY_NONE, NOTIFY_NONE);
 }
 
 EXPORT void *xengnttab_map_domain_grant_refs(xengnttab_handle *xgt, uint32_t count,
                                              uint32_t domid, uint32_t *refs, int prot)
 {
-    return map_refs(xgt, count, &domid, 0, refs, prot, NOTIFY_NONE);
+    return map_refs(xgt, count, &domid, 0, refs, prot, NOTIFY_NONE, NOTIFY_NONE);
 }
 
-/* The byte at notify_offset is cleared at unmap, as gntdev does; notify_port can't be
- * signalled from here on the sim (the port belongs to an evtchn handle) and is ignored. */
+/* As gntdev: at unmap (or the process's death) the byte at notify_offset is cleared (an
+ * offset past the page: no byte) and an event sent on notify_port (-1: none), a port of
+ * this domain bound through libxenevtchn (else EINVAL). A read-only map can't have a byte
+ * cleared: EINVAL. */
 EXPORT void *xengnttab_map_grant_ref_notify(xengnttab_handle *xgt, uint32_t domid,
                                             uint32_t ref, int prot, uint32_t notify_offset,
                                             evtchn_port_t notify_port)
 {
-    (void)notify_port;
-    return map_refs(xgt, 1, &domid, 0, &ref, prot, notify_offset);
+    return map_refs(xgt, 1, &domid, 0, &ref, prot, notify_offset, notify_port);
 }
 
 static struct region *take_region(struct xengntdev_handle *h, void *start, uint32_t count)
@@ -374,13 +409,8 @@ EXPORT int xengnttab_unmap(xengnttab_handle *xgt, void *start_address, uint32_t 
         errno = EINVAL;
         return -1;
     }
-    if (r->notify_offset != NOTIFY_NONE && r->notify_offset < (size_t)r->npages * PAGE) {
-        /* best effort: a read-only mapping can't be written */
-        if (mprotect(r->addr, PAGE, PROT_READ | PROT_WRITE) == 0)
-            r->addr[r->notify_offset] = 0;
-    }
     munmap(r->addr, (size_t)r->npages * PAGE);
-    send_unmaps(xgt, r->ids, r->nids);
+    send_unmaps(xgt, r->ids, r->nids); /* the sim does any unmap notification */
     pthread_mutex_unlock(&xgt->lock);
     region_free(r);
     return 0;
@@ -408,14 +438,15 @@ EXPORT int xengnttab_grant_copy(xengnttab_handle *xgt, uint32_t count,
         }
         if (src_f) {
             uint32_t dom = s->source.foreign.domid, ref = s->source.foreign.ref;
-            sm = map_refs(xgt, 1, &dom, 0, &ref, PROT_READ, NOTIFY_NONE);
+            sm = map_refs(xgt, 1, &dom, 0, &ref, PROT_READ, NOTIFY_NONE, NOTIFY_NONE);
             src = sm ? sm + s->source.foreign.offset : NULL;
         } else {
             src = s->source.virt;
         }
         if (dst_f) {
             uint32_t dom = s->dest.foreign.domid, ref = s->dest.foreign.ref;
-            dm = map_refs(xgt, 1, &dom, 0, &ref, PROT_READ | PROT_WRITE, NOTIFY_NONE);
+            dm = map_refs(xgt, 1, &dom, 0, &ref, PROT_READ | PROT_WRITE, NOTIFY_NONE,
+                          NOTIFY_NONE);
             dst = dm ? dm + s->dest.foreign.offset : NULL;
         } else {
             dst = s->dest.virt;
@@ -460,7 +491,7 @@ EXPORT int xengntshr_fd(xengntshr_handle *xgs)
 }
 
 static void *share(xengntshr_handle *h, uint32_t domid, int count, uint32_t *refs,
-                   int writable, uint32_t notify_offset)
+                   int writable, uint32_t notify_offset, uint32_t notify_port)
 {
     struct region *r;
     uint8_t *addr;
@@ -488,7 +519,6 @@ static void *share(xengntshr_handle *h, uint32_t domid, int count, uint32_t *ref
     }
     r->addr = addr;
     r->npages = n;
-    r->notify_offset = notify_offset;
     pthread_mutex_lock(&h->lock);
     while (done < n) {
         uint32_t k = n - done > MAX_PER_MAP ? MAX_PER_MAP : n - done;
@@ -526,6 +556,9 @@ static void *share(xengntshr_handle *h, uint32_t domid, int count, uint32_t *ref
         refs[i] = rep.len >= 4 ? simhv_get32(rep.data) : 0;
         simhv_reply_free(&rep);
     }
+    if (n == 1 &&
+        set_notify(h, SIMHV_GNT_PAGE_NOTIFY, r->ids[0], 1, notify_offset, notify_port) < 0)
+        goto fail;
     r->next = h->regions;
     h->regions = r;
     pthread_mutex_unlock(&h->lock);
@@ -543,19 +576,16 @@ fail:
 EXPORT void *xengntshr_share_pages(xengntshr_handle *xgs, uint32_t domid, int count,
                                    uint32_t *refs, int writable)
 {
-    return share(xgs, domid, count, refs, writable, NOTIFY_NONE);
+    return share(xgs, domid, count, refs, writable, NOTIFY_NONE, NOTIFY_NONE);
 }
 
 EXPORT void *xengntshr_share_page_notify(xengntshr_handle *xgs, uint32_t domid,
                                          uint32_t *ref, int writable,
                                          uint32_t notify_offset, evtchn_port_t notify_port)
 {
-    (void)notify_port;
-    if (notify_offset != NOTIFY_NONE && notify_offset >= PAGE) {
-        errno = EINVAL;
-        return NULL;
-    }
-    return share(xgs, domid, 1, ref, writable, notify_offset);
+    /* as gntalloc: at unshare (or the process's death) the byte is cleared (an offset past
+     * the page: none) and an event sent on notify_port (-1: none) */
+    return share(xgs, domid, 1, ref, writable, notify_offset, notify_port);
 }
 
 EXPORT int xengntshr_unshare(xengntshr_handle *xgs, void *start_address, uint32_t count)
@@ -572,8 +602,6 @@ EXPORT int xengntshr_unshare(xengntshr_handle *xgs, void *start_address, uint32_
         errno = EINVAL;
         return -1;
     }
-    if (r->notify_offset != NOTIFY_NONE)
-        r->addr[r->notify_offset] = 0;
     munmap(r->addr, (size_t)r->npages * PAGE);
     rc = send_free(xgs, r->ids, r->nids); /* ends foreign access; mapped grants stay busy */
     pthread_mutex_unlock(&xgs->lock);

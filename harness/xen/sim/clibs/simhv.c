@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -418,4 +419,20 @@ HIDDEN int simhv_poll_async(struct simhv *hv, int ms)
         return -1;
     }
     return handled;
+}
+
+HIDDEN volatile uint32_t *simhv_fault_page(struct simhv *hv)
+{
+    struct simhv_reply rep;
+    void *p;
+
+    if (simhv_call_ok(hv, SIMHV_FAULT_PAGE, NULL, 0, NULL, 0, 0, &rep) < 0)
+        return NULL;
+    if (rep.nfds < 1) {
+        simhv_reply_free(&rep);
+        return NULL;
+    }
+    p = mmap(NULL, SIMHV_PAGE_SIZE, PROT_READ, MAP_SHARED, rep.fds[0], 0);
+    simhv_reply_free(&rep);
+    return p == MAP_FAILED ? NULL : (volatile uint32_t *)p;
 }

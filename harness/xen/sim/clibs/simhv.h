@@ -30,13 +30,17 @@ enum {
     SIMHV_EVTCHN_UNBIND = 0x03,
     SIMHV_EVTCHN_STATUS = 0x04,
     SIMHV_EVTCHN_RESET = 0x05,
+    SIMHV_EVTCHN_NOTIFY_CHECK = 0x06,
     SIMHV_GNT_ALLOC = 0x10,
     SIMHV_GNT_GRANT = 0x11,
     SIMHV_GNT_REVOKE = 0x12,
     SIMHV_GNT_FREE = 0x13,
     SIMHV_GNT_MAP = 0x14,
     SIMHV_GNT_UNMAP = 0x15,
+    SIMHV_GNT_MAP_NOTIFY = 0x16,
+    SIMHV_GNT_PAGE_NOTIFY = 0x17,
     SIMHV_WHOAMI = 0x20,
+    SIMHV_FAULT_PAGE = 0x21,
     SIMHV_CTL_LIST_DOMAINS = 0x42,
     SIMHV_ASYNC_EVTCHN_BOUND = 0x80,
 };
@@ -46,6 +50,9 @@ enum {
 #define SIMHV_MAX_MSG 65536
 #define SIMHV_MAX_FDS 250
 #define SIMHV_PAGE_SIZE 4096
+#define SIMHV_NOTIFY_CLEAR_BYTE 0x1 /* GNT_*_NOTIFY flags (Linux's UNMAP_NOTIFY_*) */
+#define SIMHV_NOTIFY_SEND_EVENT 0x2
+#define SIMHV_FAULT_NOTIFY 0x1 /* fault page bit: ask EVTCHN_NOTIFY_CHECK before notify */
 
 struct simhv;
 
@@ -108,6 +115,10 @@ static inline void simhv_put32(uint8_t *p, uint32_t v)
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
+
+/* The domain's fault page, mapped read-only (NULL if the sim has none); unmap with
+ * munmap(page, SIMHV_PAGE_SIZE). Its first u32 says which client-side checks are due. */
+volatile uint32_t *simhv_fault_page(struct simhv *hv);
 
 /* the domain this process is, from XEN_SIM_DOMID (default 0) */
 uint32_t simhv_self_domid(void);
