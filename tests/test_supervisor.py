@@ -325,3 +325,40 @@ def test_a_failed_restart_fails_the_next_case_setup_and_is_retried(tmp_path: Pat
                 sup.begin_case(attempt)
             assert "exit status 4" in str(info.value) and "refusing" in str(info.value)
         assert sup.starts == 3
+
+
+def test_a_must_violation_the_frontend_records_fails_the_case(tmp_path: Path) -> None:
+    """The case asserts nothing; the backend fails a STOP before OPEN with +EBADF (G-01),
+    which the frontend records as a violation: the supervisor fails the case, citing it.
+    The correct backend's -EBADF passes."""
+    for defects, outcome in (((), Outcome.PASS), (("positive-status",), Outcome.FAIL)):
+        out = tmp_path / "-".join(defects or ("correct",))
+        with running_supervisor(out, config(exec_reference(*defects))) as sup:
+            with sup.case("quiet") as case:
+                case.dev.stream("0/0").trigger("stop")  # not open: a failure status
+        v = case.verdict
+        assert v is not None and v.outcome is outcome, v.describe() if v else None
+        if outcome is Outcome.FAIL:
+            (finding,) = v.findings
+            assert finding.kind == "protocol-violation"
+            assert "positive_status (SND-G-01)" in finding.detail
+
+
+def test_a_backend_writing_xenstore_in_a_storm_fails_the_case(tmp_path: Path) -> None:
+    """A backend process that rewrites a node of its own in a loop (as snd_be does when its
+    sound server is gone): the case fails with the write count as evidence."""
+    with running_supervisor(tmp_path, config(exec_reference())) as sup:
+        tool = sup.world.tool_store
+        with sup.case("storm") as case:
+            # writes are counted per domain: a connection of this process as domain 0
+            # stands for the looping backend
+            dom0 = sup.world.platform.domain(0)
+            try:
+                for i in range(300):
+                    dom0.store.write("/local/domain/0/backend/storm", str(i))
+            finally:
+                dom0.close()
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.FAIL, v.describe() if v else None
+        assert [f.kind for f in v.findings] == ["xenstore-storm"]
+        assert tool.read(f"{sup.be_path}/state") == b"4"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from harness.frontend import violations as V
 from harness.frontend.driver import FrontendDevice
 from harness.frontend.errors import FrontendError, RequestTimeout
 from harness.runner.sanitizers import SanitizerReport, find_reports
@@ -138,6 +139,30 @@ def leaks(dev: FrontendDevice | None, accounting: GrantAccounting, frontend_domi
             + ", ".join(f"{p.port}->{p.remote_port}" for p in ports),
             {"ports": [[p.port, p.remote_port] for p in ports]}))
     return findings
+
+
+#: Recorded violations that are not judged here: a late response follows a timeout, which
+#: the hang check judges (and a case may time out on purpose).
+_NOT_HERE = {V.LATE_RESPONSE.name}
+
+
+def violations(dev: FrontendDevice | None, since_ns: int) -> list[Finding]:
+    """The MUST/REF-level violations the frontend recorded since ``since_ns``
+    (CLOCK_MONOTONIC): each fails the case, citing its clauses."""
+    if dev is None:
+        return []
+    seen = [v for v in dev.violations if v.t_ns >= since_ns
+            and v.kind.level in ("MUST", "REF") and v.kind.name not in _NOT_HERE]
+    if not seen:
+        return []
+    first = seen[0]
+    return [Finding("protocol-violation",
+                    f"{len(seen)} protocol violation(s) recorded by the frontend, first: "
+                    f"{first.kind.name} ({', '.join(first.clauses)}): {first.message}",
+                    {"violations": [{"kind": v.kind.name, "clauses": list(v.clauses),
+                                     "message": v.message, "stream": v.stream,
+                                     "expected": repr(v.expected), "actual": repr(v.actual)}
+                                    for v in seen[:20]]})]
 
 
 def caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:

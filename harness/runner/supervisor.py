@@ -71,6 +71,11 @@ class SupervisorConfig:
     leak_grace: float = 1.0  # unmaps/unbinds may lag the last response a little
     report_grace: float = 2.0  # a sanitizer report still being written / exit pending
     check_leaks: bool = True
+    #: XenStore writes by the backend domain in one case that make it a storm: at least
+    #: ``xs_storm_min`` writes at ``xs_storm_rate`` per second or more (a handshake
+    #: writes a handful; a backend looping over its state writes hundreds a second)
+    xs_storm_min: int = 50
+    xs_storm_rate: float = 100.0
 
 
 @dataclass
@@ -86,6 +91,7 @@ class CaseRun:
     dev: FrontendDevice | None = None
     trace: Trace | None = None  # the run's frontend trace, and where this case starts in it
     trace_mark: int = 0
+    started_ns: int = 0  # CLOCK_MONOTONIC at the start (violations carry the same clock)
 
 
 class _CountingTrace(Trace):
@@ -206,7 +212,8 @@ class Supervisor:
         trace = self._trace
         return CaseRun(nodeid, self.world.log_size(), time.monotonic(),
                        trace.timeouts if trace is not None else 0, dev=self.world.dev,
-                       trace=trace, trace_mark=trace.mark() if trace is not None else 0)
+                       trace=trace, trace_mark=trace.mark() if trace is not None else 0,
+                       started_ns=time.monotonic_ns())
 
     def end_case(self, case: CaseRun, exc: BaseException | None = None) -> Verdict:
         """Decide the case's verdict (see the module docstring), record it, and schedule a
@@ -322,14 +329,33 @@ class Supervisor:
         if broken is not None:
             self._needs_restart = broken
             return Verdict(Outcome.FAIL, broken, log_excerpt=self._case_tail(case))
-        # 4. resources
+        # 4. resources, and the MUST violations the frontend recorded during the case
         findings = self.check_resources() if c.check_leaks else []
+        findings += judge.violations(w.dev, case.started_ns)
+        storm = self._xs_storm(case)
+        if storm is not None:
+            findings.append(storm)
         if exc is not None:
             return Verdict(Outcome.FAIL, f"{type(exc).__name__}: {exc}",
                            findings=tuple(findings), log_excerpt=self._case_tail(case))
         if findings:
-            return Verdict(Outcome.FAIL, "resources left behind", findings=tuple(findings))
+            return Verdict(Outcome.FAIL, "; ".join(f.detail for f in findings),
+                           findings=tuple(findings))
         return Verdict(Outcome.PASS)
+
+    def _xs_storm(self, case: CaseRun) -> Finding | None:
+        acc = self.world.xs_accounting
+        if acc is None:
+            return None
+        domid = self.config.world.backend_domid
+        writes = acc.xs_writes(domid, since=case.started_ns)
+        seconds = max(1e-3, time.monotonic() - case.started)
+        rate = writes / seconds
+        if writes < self.config.xs_storm_min or rate < self.config.xs_storm_rate:
+            return None
+        return Finding("xenstore-storm", f"backend domain {domid} wrote XenStore {writes} "
+                       f"times in {seconds:.1f} s ({rate:.0f}/s)",
+                       {"writes": writes, "seconds": round(seconds, 3)})
 
     def _crash(self, case: CaseRun) -> Verdict | None:
         verdict = judge.crash_verdict(self.world.exit_status,
