@@ -362,3 +362,26 @@ def test_a_backend_writing_xenstore_in_a_storm_fails_the_case(tmp_path: Path) ->
         assert v is not None and v.outcome is Outcome.FAIL, v.describe() if v else None
         assert [f.kind for f in v.findings] == ["xenstore-storm"]
         assert tool.read(f"{sup.be_path}/state") == b"4"
+
+
+def test_after_a_failed_case_a_sanity_sequence_decides_on_a_restart(tmp_path: Path) -> None:
+    with running_supervisor(tmp_path, config("reference")) as sup:
+        faults = sup.world.faults
+        assert faults is not None
+        with sup.case("fails-harmlessly") as case:
+            raise AssertionError("the case's own check failed")
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.FAIL and not v.findings, v.describe()
+        assert not v.needs_restart  # the sanity sequence passed: the backend is fine
+        with sup.case("breaks-the-platform") as case:
+            faults.inject_fault(0, "grant.map", mode="always")  # the backend can map no more
+            raise AssertionError("the case's own check failed")
+        v = case.verdict
+        assert v is not None and v.outcome is Outcome.FAIL and v.needs_restart, v.describe()
+        assert [f.kind for f in v.findings] == ["sanity-failed"]
+        assert "sanity OPEN" in v.findings[0].detail
+        faults.clear_faults(0)
+        with sup.case("next") as case:
+            play_a_few_periods(case.dev)
+        assert case.verdict is not None and case.verdict.outcome is Outcome.PASS
+        assert sup.starts == 2

@@ -48,6 +48,7 @@ from typing import Any, Literal
 from harness.frontend.driver import FrontendDevice
 from harness.frontend.errors import RequestTimeout
 from harness.runner import judge
+from harness.runner.sanity import sanity_problem
 from harness.runner.verdicts import Finding, Outcome, Verdict
 from harness.runner.watchdog import RingWatchdog
 from harness.trace import Trace, TraceRecord
@@ -76,6 +77,10 @@ class SupervisorConfig:
     #: writes a handful; a backend looping over its state writes hundreds a second)
     xs_storm_min: int = 50
     xs_storm_rate: float = 100.0
+    #: after a case that did not pass (and needs no restart anyway), check the backend
+    #: still plays: OPEN, WRITE, START, a CUR_POS, STOP, CLOSE (see runner/sanity.py)
+    sanity_after_failure: bool = True
+    sanity_timeout: float = 2.0
 
 
 @dataclass
@@ -223,6 +228,9 @@ class Supervisor:
         except Exception as err:  # the judge must not take the run down either
             verdict = Verdict(Outcome.ERROR, f"checking the backend failed: {err!r}")
             self._needs_restart = "the checks failed"
+        if self._needs_restart is None and verdict.outcome is not Outcome.PASS \
+                and self.config.sanity_after_failure:
+            verdict = self._sanity(verdict)
         if self._needs_restart is not None and self.spec.starts_process \
                 and verdict.outcome is not Outcome.CRASH:
             verdict = self._stop_now(case, verdict)
@@ -281,6 +289,21 @@ class Supervisor:
     def _trace(self) -> _CountingTrace | None:
         t = self.world.trace
         return t if isinstance(t, _CountingTrace) else None
+
+    def _sanity(self, verdict: Verdict) -> Verdict:
+        """After a failed case: can the backend still play? If not, the case says so and
+        the backend is restarted before the next one."""
+        try:
+            problem = sanity_problem(self.world.dev, self.config.sanity_timeout)
+        except Exception as exc:  # the check must not take the run down
+            problem = f"sanity check failed: {exc!r}"
+        if problem is None:
+            return verdict
+        self._needs_restart = problem
+        finding = Finding("sanity-failed", f"after this case the backend failed the sanity "
+                          f"sequence: {problem}", {})
+        return dataclasses.replace(verdict, detail=f"{verdict.detail}; {finding.detail}",
+                                   findings=(*verdict.findings, finding))
 
     def _stop_now(self, case: CaseRun, verdict: Verdict) -> Verdict:
         """A backend that must be restarted is stopped now, within this case: one that
