@@ -25,6 +25,7 @@ from harness.world.spec import AUDIO_MODES
 pytest_plugins = ("pytester", "harness.certify.plugin")
 
 _SPEC_KEY = pytest.StashKey[Any]()
+_PROFILE_KEY = pytest.StashKey[Any]()
 _CASE_ATTR = "_sndif_case"
 
 
@@ -96,6 +97,13 @@ def pytest_configure(config: pytest.Config) -> None:
         except UnknownDefect as exc:
             raise pytest.UsageError(f"--defect: {exc}") from None
     config.stash[_SPEC_KEY] = spec
+    from harness.certify.profile import Profile, ProfileError, load_profile
+
+    path = config.getoption("profile", None)
+    try:
+        config.stash[_PROFILE_KEY] = load_profile(path) if path else Profile()
+    except ProfileError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def supervisor_config(config: pytest.Config) -> Any:
@@ -131,6 +139,13 @@ def backend_case(backend_supervisor: Any, request: pytest.FixtureRequest) -> Ite
     yield case
     if case.verdict is None:  # the body never ran (another fixture failed)
         backend_supervisor.end_case(case, None)
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> Any:
+    """The backend's :class:`~harness.certify.profile.Profile` (``--profile``), or an
+    empty one: every feature then is probed."""
+    return pytestconfig.stash[_PROFILE_KEY]
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ progress line, a per-area summary table, ``results.json`` and the exit status.
   pytest-xdist worker).
 * ``--certify-strict``: a broken SHOULD is FAIL, not NONSTRICT. pytest 9 owns
   ``--strict`` (its own strict mode); given on the command line, it is honoured too.
-* ``--profile FILE``: recorded in results.json (the profile checks come later).
+* ``--profile FILE``: the backend's declared features (:mod:`harness.certify.profile`),
+  checked by ``suites/test_profile.py``; recorded in results.json.
 
 Terminal: with ``--report-dir`` and no ``-v``, one progress line (cases done/total, the
 area, counts by verdict) replaces pytest's dots, rewritten in place on a terminal and one
@@ -68,7 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--certify-strict", action="store_true", default=False,
                     help="a broken SHOULD clause is FAIL (default: NONSTRICT, not failing)")
     group.addoption("--profile", default=None, metavar="FILE",
-                    help="the backend's profile (recorded in the report; not checked yet)")
+                    help="the backend's profile: declared optional features, checked by "
+                         "suites/test_profile.py")
 
 
 def _strict(config: pytest.Config) -> bool:
