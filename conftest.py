@@ -26,6 +26,7 @@ pytest_plugins = ("pytester", "harness.certify.plugin")
 
 _SPEC_KEY = pytest.StashKey[Any]()
 _PROFILE_KEY = pytest.StashKey[Any]()
+_PACING_KEY = pytest.StashKey[Any]()
 _CASE_ATTR = "_sndif_case"
 
 
@@ -61,6 +62,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "reference backend's files; its default), none")
     group.addoption("--backend-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment of the backend process (repeatable)")
+    group.addoption("--pacing-min-intervals", type=int, default=40, metavar="N",
+                    help="position-event pacing is judged over at least N intervals")
+    group.addoption("--pacing-band", default="0.75:1.5", metavar="LOW:HIGH",
+                    help="the median event interval and position step may be LOW..HIGH "
+                         "times the ideal (default 0.75:1.5)")
+    group.addoption("--pacing-confidence", type=float, default=0.95, metavar="P",
+                    help="confidence of the medians' intervals (default 0.95)")
     group.addoption("--unique-id", default=None, metavar="TEMPLATE",
                     help="every stream's unique-id; {device} is the audio host's sink "
                          "(playback) or source (capture), e.g. 'pulse<{device}>'")
@@ -97,6 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except UnknownDefect as exc:
             raise pytest.UsageError(f"--defect: {exc}") from None
     config.stash[_SPEC_KEY] = spec
+    config.stash[_PACING_KEY] = _pacing(config)
     from harness.certify.profile import Profile, ProfileError, load_profile
 
     path = config.getoption("profile", None)
@@ -104,6 +113,33 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_PROFILE_KEY] = load_profile(path) if path else Profile()
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _pacing(config: pytest.Config) -> Any:
+    from harness.judge.pacing import PacingTolerance
+
+    n = config.getoption("pacing_min_intervals")
+    if n < 10:
+        raise pytest.UsageError(f"--pacing-min-intervals {n}: at least 10 intervals")
+    text = config.getoption("pacing_band")
+    try:
+        low, high = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise pytest.UsageError(f"--pacing-band {text!r}: expected LOW:HIGH, e.g. "
+                                "0.75:1.5") from None
+    if not 0 < low < 1 < high:
+        raise pytest.UsageError(f"--pacing-band {text!r}: need 0 < LOW < 1 < HIGH")
+    conf = config.getoption("pacing_confidence")
+    if not 0.5 <= conf < 1:
+        raise pytest.UsageError(f"--pacing-confidence {conf}: between 0.5 and 1")
+    return PacingTolerance(min_intervals=n, interval_ratio=(low, high),
+                           step_ratio=(low, high), confidence=conf)
+
+
+@pytest.fixture(scope="session")
+def pacing_tolerance(pytestconfig: pytest.Config) -> Any:
+    """The :class:`~harness.judge.pacing.PacingTolerance` of the ``--pacing-*`` options."""
+    return pytestconfig.stash[_PACING_KEY]
 
 
 def supervisor_config(config: pytest.Config) -> Any:

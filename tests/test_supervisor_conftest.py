@@ -28,6 +28,12 @@ def inner(pytester: pytest.Pytester) -> pytest.Pytester:
     (["--restart-policy", "sometimes"], "invalid choice: 'sometimes'"),
     (["--case-timeout", "0"], "--case-timeout must be > 0"),
     (["--platform", "real"], "only --backend attach"),
+    (["--audio", "alsa-file"], "the reference backend plays to WAV files"),
+    (["--unique-id", "{sink}"], "unknown field {sink}"),
+    (["--backend-env", "NOEQUALS"], "expected NAME=VALUE"),
+    (["--config", "/nonexistent.toml"], "--config /nonexistent.toml: no such file"),
+    (["--vsnd", "[['card, sample-rates=x']]"], "--vsnd"),
+    (["--profile", "/nonexistent.toml"], "--profile /nonexistent.toml"),
 ])
 def test_bad_options_are_usage_errors(inner: pytest.Pytester, args: list[str],
                                       message: str) -> None:
@@ -43,13 +49,20 @@ def test_options_parse_into_the_supervisor_config(inner: pytest.Pytester) -> Non
 
         def test_config(request):
             c = conftest.supervisor_config(request.config)
-            assert c.spec.kind == "exec" and c.spec.argv == ("./be", "-v", "x y")
-            assert c.backend_domid == 2 and c.restart_policy == "every-case"
-            assert c.request_timeout_ms == 1500 and c.hang_timeout == 1.5
+            w = c.world
+            assert w.backend.kind == "exec" and w.backend.argv == ("./be", "-v", "x y")
+            assert w.backend_domid == 2 and c.restart_policy == "every-case"
+            assert w.request_timeout_ms == 1500 and c.hang_timeout == 1.5
+            assert w.audio_mode == "pulse" and dict(w.backend_env) == {"A": "1=2"}
+            assert w.unique_id == "pulse<{device}>"
+            assert [s.type for p in w.card.pcms for s in p.streams] == ["p"]
         """)
     result = inner.runpytest_subprocess(
         "--backend", "exec:./be -v 'x y'", "--backend-domid", "2",
-        "--restart-policy", "every-case", "--case-timeout", "1.5", timeout=TIMEOUT)
+        "--restart-policy", "every-case", "--case-timeout", "1.5", "--audio", "pulse",
+        "--backend-env", "A=1=2", "--unique-id", "pulse<{device}>",
+        "--vsnd", "[['card, sample-rates=48000', 'pcm, name=p', 'stream, type=p']]",
+        timeout=TIMEOUT)
     result.assert_outcomes(passed=1)
 
 

@@ -1,0 +1,226 @@
+"""Driving one stream for a suite case: OPEN parameters derived from the stream's
+configuration, an OPEN that is always closed again, a pump that keeps playback fed and
+capture read as Linux does, and raw OPENs over a buffer granted here (for malformed
+parameters the typed API refuses to build).
+
+Everything goes through the frontend's public API and the platform seam
+(``dev.domain.grants`` via :class:`SharedBuffer`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from harness.card_config import LINUX_MIN_PERIOD_SIZE, PcmHw
+from harness.certify.outcomes import not_applicable
+from harness.frontend.errors import FrontendError
+from harness.frontend.shbuf import SharedBuffer
+from harness.frontend.stream import FrontendStream
+from harness.frontend.stream_core import Phase, Response
+from protocol_models import codec
+from protocol_models.constants import PCM_FORMATS, XEN_PAGE_SIZE, Op, PcmFormat, frame_size
+
+if TYPE_CHECKING:
+    from harness.frontend.driver import FrontendDevice
+
+#: Ids of raw requests: far from the typed per-stream counter (which restarts at 0).
+RAW_ID_BASE = 0xF000
+_PREFERRED_FORMAT = PcmFormat.S16_LE
+_PREFERRED_RATE = 48000
+
+
+def pick_stream(dev: FrontendDevice, kind: str) -> FrontendStream | None:
+    """The first connected stream of type ``kind`` ("p" or "c"), if the card has one."""
+    return next((s for s in dev.streams if s.type == kind), None)
+
+
+def stream_and_params(dev: FrontendDevice, kind: str, **params: Any
+                      ) -> tuple[FrontendStream, OpenParams]:
+    """The card's first stream of type ``kind`` and OPEN parameters for it
+    (:func:`pick_open_params` keywords); the case is N/A when the card offers neither."""
+    stream = pick_stream(dev, kind)
+    if stream is None:
+        not_applicable(f"no {'playback' if kind == 'p' else 'capture'} stream on this card")
+    p = pick_open_params(stream.config.hw, **params)
+    if p is None:
+        not_applicable(f"stream {stream.path}: no configuration with a fixed frame size "
+                       "and two periods in its buffer-size")
+    return stream, p
+
+
+@dataclass(frozen=True)
+class OpenParams:
+    rate: int
+    fmt: PcmFormat
+    channels: int
+    buffer_sz: int  # octets
+    period_sz: int  # octets; 0 = no CUR_POS (SND-E-02)
+
+    @property
+    def frame(self) -> int:
+        return frame_size(self.fmt, self.channels)
+
+    @property
+    def bytes_per_s(self) -> int:
+        return self.frame * self.rate
+
+    def seconds(self, octets: int) -> float:
+        """Play time of ``octets`` at this rate."""
+        return octets / self.bytes_per_s
+
+    def frames(self, n: int) -> int:
+        """``n`` frames in octets."""
+        return n * self.frame
+
+    def but(self, **changes: Any) -> OpenParams:
+        return replace(self, **changes)
+
+    def open_kwargs(self) -> dict[str, Any]:
+        return {"rate": self.rate, "fmt": self.fmt, "channels": self.channels,
+                "buffer_sz": self.buffer_sz, "period_sz": self.period_sz}
+
+    def __str__(self) -> str:
+        return (f"{self.fmt.name} {self.rate} Hz x{self.channels}, buffer {self.buffer_sz}, "
+                f"period {self.period_sz}")
+
+
+def pick_open_params(hw: PcmHw, *, period_ms: float = 10.0, periods: int = 8
+                     ) -> OpenParams | None:
+    """A configuration inside the stream's space: S16_LE and 48 kHz when offered (else the
+    lowest format with a fixed frame size and the highest rate), 2 channels when allowed,
+    a period of about ``period_ms`` (at least Linux's 64 octets), ``periods`` periods per
+    buffer as far as ``buffer-size`` allows. None when not even two periods fit."""
+    fmts = sorted(f for f in hw.formats if PCM_FORMATS[f].width)
+    if not fmts:
+        return None
+    fmt = _PREFERRED_FORMAT if _PREFERRED_FORMAT in fmts else fmts[0]
+    rates = [r for r in hw.rate_list if hw.rate_min <= r <= hw.rate_max] or [hw.rate_max]
+    rate = _PREFERRED_RATE if _PREFERRED_RATE in rates else max(rates)
+    channels = min(max(2, hw.channels_min), hw.channels_max)
+    frame = frame_size(fmt, channels)
+    period_frames = max(round(rate * period_ms / 1000), -(-LINUX_MIN_PERIOD_SIZE // frame))
+    period_sz = period_frames * frame
+    n = min(periods, hw.buffer_bytes_max // period_sz)
+    if n < 2:
+        return None
+    return OpenParams(rate, fmt, channels, n * period_sz, period_sz)
+
+
+def ensure_closed(stream: FrontendStream) -> None:
+    """CLOSE the stream if the frontend last left it open (an earlier case may have), so a
+    case starts from a stream that is not open; no traffic otherwise."""
+    if stream.core.phase not in (Phase.NEVER_OPENED, Phase.CLOSED):
+        with contextlib.suppress(FrontendError):
+            stream.close()
+
+
+@contextlib.contextmanager
+def opened(stream: FrontendStream, params: OpenParams) -> Iterator[Response]:
+    """OPEN ``params`` (which lie inside the stream's space: refusing them breaks C-14),
+    and CLOSE on the way out whatever happened (a failed CLOSE is the suites' business
+    elsewhere; a hung one is the supervisor's)."""
+    ensure_closed(stream)
+    resp = stream.open(**params.open_kwargs())
+    try:
+        assert resp.ok, (f"OPEN {params} (inside the stream's configured space) answered "
+                         f"{resp.status}: expected 0 (SND-C-14)")
+        yield resp
+    finally:
+        with contextlib.suppress(FrontendError):
+            stream.close()
+
+
+class Pump:
+    """Keeps an open stream going as Linux does: playback WRITEs whole periods to stay
+    up to a buffer ahead of the reported position (at most ``limit`` octets in all);
+    capture READs every period the position has passed. Failed transfers are kept."""
+
+    def __init__(self, stream: FrontendStream, params: OpenParams, *,
+                 limit: int | None = None) -> None:
+        self.stream, self.params, self.limit = stream, params, limit
+        self.playback = stream.type == "p"
+        self.written = 0
+        self.read = 0
+        self.failures: list[Response] = []
+        # whole periods; the whole buffer at once when there are none (period_sz 0)
+        self._chunk = params.period_sz or params.buffer_sz
+
+    @property
+    def position(self) -> int:
+        return self.stream.position or 0
+
+    def step(self) -> None:
+        p, chunk = self.params, self._chunk
+        if self.playback:
+            while self.written + chunk <= self.position + p.buffer_sz and \
+                    (self.limit is None or self.written < self.limit):
+                n = chunk if self.limit is None else min(chunk, self.limit - self.written)
+                resp = self.stream.write(self.written % p.buffer_sz, bytes(n))
+                if not resp.ok:
+                    self.failures.append(resp)
+                    return
+                self.written += n
+        else:
+            while self.read + chunk <= self.position:
+                resp = self.stream.read(self.read % p.buffer_sz, chunk)
+                if not resp.ok:
+                    self.failures.append(resp)
+                    return
+                self.read += chunk
+
+    def run(self, until: Any, timeout: float) -> bool:
+        """Pump until ``until()`` is true or ``timeout`` s passed; whether it came true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.step()
+            if until():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or self.failures:
+                return bool(until())
+            seen = len(self.stream.events)
+            self.stream.wait_for(lambda n=seen: len(self.stream.events) > n or until(),
+                                 min(left, 0.05))
+
+
+def raw_exchange(stream: FrontendStream, raw: bytes, *, timeout: float | None = None
+                 ) -> Response | None:
+    """Put one raw 64-octet request on the ring; the response carrying its id, or None if
+    none came in ``timeout`` s (default: the frontend's request timeout). Other responses
+    arriving meanwhile (stale, duplicated) are skipped: the frontend has recorded them."""
+    want = codec.decode_req(raw).id
+    stream.send_raw(raw)
+    deadline = time.monotonic() + (stream.timeout_ms / 1000 if timeout is None else timeout)
+    while (left := deadline - time.monotonic()) > 0:
+        for resp in stream.collect(1, left):
+            if resp.id == want:
+                return resp
+    return None
+
+
+def raw_call(stream: FrontendStream, op: Op | int, *, timeout: float | None = None,
+             **fields: Any) -> Response | None:
+    """One raw request of ``op`` with any field values (see :func:`raw_exchange`)."""
+    return raw_exchange(stream, codec.encode_req(op, **fields), timeout=timeout)
+
+
+@contextlib.contextmanager
+def raw_opened(stream: FrontendStream, *, pages: int = 1, request_id: int = RAW_ID_BASE,
+               **fields: Any) -> Iterator[Response | None]:
+    """A raw OPEN with ``fields`` over a ``pages``-page buffer granted here (its directory
+    unless ``gref_directory`` is given); a raw CLOSE and the buffer freed on the way out."""
+    dev = stream.device
+    buf = SharedBuffer(dev.domain.grants, dev.backend_id, pages * XEN_PAGE_SIZE, dev.hv_lock)
+    try:
+        fields.setdefault("gref_directory", buf.gref_directory)
+        yield raw_call(stream, Op.OPEN, id=request_id, **fields)
+    finally:
+        try:
+            with contextlib.suppress(FrontendError):
+                raw_call(stream, Op.CLOSE, id=request_id + 1)
+        finally:
+            buf.free()
