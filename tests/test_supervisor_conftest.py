@@ -34,6 +34,9 @@ def inner(pytester: pytest.Pytester) -> pytest.Pytester:
     (["--config", "/nonexistent.toml"], "--config /nonexistent.toml: no such file"),
     (["--vsnd", "[['card, sample-rates=x']]"], "--vsnd"),
     (["--profile", "/nonexistent.toml"], "--profile /nonexistent.toml"),
+    (["--pacing-band", "2"], "--pacing-band '2': expected LOW:HIGH"),
+    (["--pacing-band", "1.2:2"], "need 0 < LOW < 1 < HIGH"),
+    (["--pacing-min-intervals", "3"], "at least 10 intervals"),
 ])
 def test_bad_options_are_usage_errors(inner: pytest.Pytester, args: list[str],
                                       message: str) -> None:
