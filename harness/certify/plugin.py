@@ -68,6 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "to DIR, show progress and a per-area summary, and exit 0/1/3")
     group.addoption("--certify-strict", action="store_true", default=False,
                     help="a broken SHOULD clause is FAIL (default: NONSTRICT, not failing)")
+    group.addoption("--clauses", default=None, metavar="ID,ID,...",
+                    help="run only the cases that cite one of these clauses (e.g. the "
+                         "clauses a change touches)")
     group.addoption("--profile", default=None, metavar="FILE",
                     help="the backend's profile: declared optional features, checked by "
                          "suites/test_profile.py")
@@ -117,6 +120,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise pytest.UsageError(errors[0] + more)
+    wanted = config.getoption("clauses")
+    if wanted:
+        ids = {w.strip() for w in wanted.split(",") if w.strip()}
+        for ref in ids:
+            try:
+                registry.cite(ref)
+            except RegistryError as exc:
+                raise pytest.UsageError(f"--clauses: {exc}") from None
+        keep = [i for i in items if ids & {c.clause.id for c in i.stash.get(_CITES, [])}]
+        drop = [i for i in items if i not in keep]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
 
 
 @pytest.hookimpl(wrapper=True)

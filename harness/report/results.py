@@ -8,7 +8,7 @@ Schema ``sndif-harness/results/1`` (one JSON object)::
     run          started, finished (ISO 8601 UTC; finished null while running),
                  state ("running" | "finished" | "interrupted"), harness_version,
                  platform ("sim" | "real"), command_line (argv list), python, pytest,
-                 strict (bool), profile (path or null: recorded, not checked yet),
+                 strict (bool), profile (path or null; checked by suites/test_profile.py),
                  report_dir, cases_collected, cases_done
     backend      spec (the --backend text), kind ("reference" | "exec" | "attach"),
                  defects (list), out_dir (the supervisor's directory: backend.log,
