@@ -19,7 +19,7 @@ def _exec(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-def _register_exec(sub: argparse._SubParsersAction) -> None:
+def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "exec", help="run a program as a domain of the simulated Xen",
         description="Run COMMAND with the sim's replacement Xen libraries, as domain N of "
@@ -41,7 +41,8 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = commands.add_parser("sim", help="the simulated Xen")
     sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
     sub.required = True
