@@ -152,25 +152,41 @@ def test_period_zero_sends_no_events(backend_case, kind):
 
 # --- positions (E-01, E-03, E-07) -----------------------------------------------------------
 
-@pytest.mark.clause("SND-E-01", "SND-E-03")
-@pytest.mark.parametrize("kind", KINDS)
-def test_positions_advance_cumulatively(backend_case, kind):
-    """While running, each CUR_POS reports a position beyond the previous one (it is sent
-    when the position advanced), counted in octets since OPEN, not modulo buffer_sz."""
+def _running_positions(backend_case, kind) -> tuple[list[int], StreamWatch, object]:
     stream, p = _stream(backend_case, kind, periods=4)
     watch = StreamWatch(stream)
     with opened(stream, p):
         _start(stream)
         evs = _run_events(stream, p, Pump(stream, p), watch, 3 * p.buffer_sz // p.period_sz)
         stream.trigger("STOP")
-    positions = [e.position for e in evs]
-    stuck = [(a, b) for a, b in itertools.pairwise(positions) if b <= a]
-    assert not stuck, (f"positions must increase from event to event (SND-E-01, E-03); "
-                       f"got {stuck[:5]} in {positions}")
+    return [e.position for e in evs], watch, p
+
+
+@pytest.mark.clause("SND-E-03")
+@pytest.mark.parametrize("kind", KINDS)
+def test_positions_advance_cumulatively(backend_case, kind):
+    """While running, positions never go backwards and count octets since OPEN, not
+    modulo buffer_sz."""
+    positions, watch, p = _running_positions(backend_case, kind)
+    back = [(a, b) for a, b in itertools.pairwise(positions) if b < a]
+    assert not back, (f"positions must never decrease within an OPEN (SND-E-03); got "
+                      f"{back[:5]} in {positions}")
     assert not watch.violations(V.POSITION_BACKWARDS)
     assert positions[-1] > p.buffer_sz, (
         f"after {len(positions)} periods of a {p.buffer_sz}-octet buffer the position is "
         f"{positions[-1]}: expected octets since OPEN, beyond buffer_sz (SND-E-03)")
+
+
+@pytest.mark.clause("SND-E-01")
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_event_reports_an_advance(backend_case, kind):
+    """A CUR_POS is sent when the position has advanced: no two consecutive events of a
+    running stream carry the same position."""
+    positions, _, _ = _running_positions(backend_case, kind)
+    stuck = [(a, b) for a, b in itertools.pairwise(positions) if b == a]
+    assert not stuck, (f"expected every CUR_POS to report an advance (SND-E-01); got "
+                       f"{len(stuck)} repeated position(s), first {stuck[:3]}, in "
+                       f"{positions[:40]}")
 
 
 @pytest.mark.clause("SND-E-07")
