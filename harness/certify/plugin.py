@@ -233,7 +233,7 @@ class CertifyReporter:
                                  ) -> tuple[str, str, str] | None:
         if not self._quiet() or hasattr(report, "wasxfail"):
             return None
-        category = report.outcome
+        category: str = report.outcome
         if report.when != "call" and report.failed:
             category = "error"
         elif report.when != "call" and report.passed:
@@ -246,7 +246,8 @@ class CertifyReporter:
         if report.when != "teardown":
             return
         raw = next((v for k, v in report.user_properties if k == CASE_PROPERTY), None)
-        rec = self._record(report, json.loads(raw) if raw else None)
+        # set as a JSON string by the case fixture (user_properties values are typed object)
+        rec = self._record(report, json.loads(raw) if isinstance(raw, str) and raw else None)
         self.results.add(rec)
         self._write()
         self._progress(rec)

@@ -86,7 +86,8 @@ def _count(text: str) -> int:
     return value
 
 
-def register(commands: argparse._SubParsersAction, benches: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "certify", help="run the conformance suites against a backend and write a report",
         description="Run every suite under suites/ against the backend, judge each clause of "

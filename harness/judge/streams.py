@@ -183,8 +183,11 @@ class Pump:
             if left <= 0 or self.failures:
                 return bool(until())
             seen = len(self.stream.events)
-            self.stream.wait_for(lambda n=seen: len(self.stream.events) > n or until(),
-                                 min(left, 0.05))
+
+            def progressed(n: int = seen) -> bool:
+                return len(self.stream.events) > n or bool(until())
+
+            self.stream.wait_for(progressed, min(left, 0.05))
 
 
 def raw_exchange(stream: FrontendStream, raw: bytes, *, timeout: float | None = None

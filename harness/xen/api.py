@@ -213,9 +213,10 @@ class XenStoreAccounting(Protocol):
     """How much each domain writes to XenStore (the suites judge write storms)."""
 
     def xs_writes(self, domid: int, since: int | None = None,
-                  last: float | None = None) -> int:
+                  last: float | None = None, exclude_pid: int = 0) -> int:
         """Write requests of ``domid``: all, since ``since`` (monotonic ns), or in the
-        ``last`` seconds."""
+        ``last`` seconds; without those of process ``exclude_pid`` (e.g. the harness's own
+        toolstack, which is dom0 like the backend)."""
         ...
 
 

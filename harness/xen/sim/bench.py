@@ -36,8 +36,8 @@ _RAW_ECHO = textwrap.dedent("""
     """)
 
 
-def _timed(seconds: float, step: Callable[[], None]) -> float:
-    """Calls of ``step`` per second over about ``seconds``."""
+def _timed(seconds: float, step: Callable[[], object]) -> float:
+    """Calls of ``step`` (its result is ignored) per second over about ``seconds``."""
     n = 0
     start = time.perf_counter()
     deadline = start + seconds

@@ -63,7 +63,7 @@ class HvConnection:
     def close(self) -> None:
         self.sock.close()
 
-    def _recv(self, timeout: float) -> P.Message | None:
+    def _recv(self, timeout: float) -> P.Message:
         if not self._poller.poll(max(0, int(timeout * 1000))):
             raise XenTimeout(f"no reply from the hypervisor at {self.path}")
         msg = P.recv(self.sock, socket.MSG_DONTWAIT)
@@ -153,7 +153,7 @@ def _faults_armed(page: mmap.mmap | None, bit: int) -> bool:
     return page is not None and bool(int.from_bytes(page[0:4], "little") & bit)
 
 
-def _records(parts: list[bytes], st: struct.Struct) -> list[tuple]:
+def _records(parts: list[bytes], st: struct.Struct) -> list[tuple[Any, ...]]:
     return [rec for part in parts for rec in st.iter_unpack(part)]
 
 
@@ -371,7 +371,7 @@ class SimGrants:
             raise
         return pages
 
-    def grant(self, pages: SimSharedPages, index: int, domid: int,  # type: ignore[override]
+    def grant(self, pages: SimSharedPages, index: int, domid: int,
               readonly: bool = False) -> int:
         if not 0 <= index < pages.npages:
             raise IndexError(f"page {index} out of range")
@@ -594,11 +594,13 @@ class SimControl:
                             bool(fl & 1))
                 for i, d, m, n, e, c, f, fl, name in _records(parts, P.FAULT_REC)]
 
-    def xs_writes(self, domid: int | None = None, since: int = 0) -> list[XsWriteCount]:
+    def xs_writes(self, domid: int | None = None, since: int = 0,
+                  exclude_pid: int = 0) -> list[XsWriteCount]:
         """XenStore write requests per domain: the total, and those at or after ``since``
-        (``time.monotonic_ns()``; 0: all)."""
+        (``time.monotonic_ns()``; 0: all) not made by process ``exclude_pid``."""
         parts, _, _ = self._conn.call_chunked(
-            Op.CTL_XS_WRITES, P.u32s(_any(domid), since & 0xFFFFFFFF, since >> 32))
+            Op.CTL_XS_WRITES, P.u32s(_any(domid), since & 0xFFFFFFFF, since >> 32,
+                                     exclude_pid))
         return [XsWriteCount(d, total, n) for d, _, total, n in _records(parts,
                                                                         P.XS_WRITES_REC)]
 

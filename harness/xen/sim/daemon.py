@@ -110,8 +110,11 @@ class Daemon:
         if self.xs_state is not None:
             self.xs_state.toolstack(domain_nodes.rename_ops(domid, name))
 
-    def _xs_writes(self, domid: int | None, since: int) -> list[tuple[int, int, int]]:
-        return self.xs_state.write_counts(domid, since) if self.xs_state is not None else []
+    def _xs_writes(self, domid: int | None, since: int,
+                   exclude_pid: int = 0) -> list[tuple[int, int, int]]:
+        if self.xs_state is None:
+            return []
+        return self.xs_state.write_counts(domid, since, exclude_pid)
 
     def _destroy(self, domid: int) -> None:
         self.server.remove_domain_socket(domid)

@@ -41,17 +41,17 @@ def vm_path(domid: int) -> str:
     return f"/vm/{vm_uuid(domid)}"
 
 
-def dom0_ops() -> list[tuple]:
+def dom0_ops() -> list[tuple[str, ...]]:
     """What xen-init-dom0 writes."""
     return [("write", "/local/domain/0/domid", "0"),
             ("write", "/local/domain/0/name", DOM0_NAME)]
 
 
-def guest_ops(domid: int, name: str) -> list[tuple]:
+def guest_ops(domid: int, name: str) -> list[tuple[str, ...]]:
     """What libxl writes when it creates guest ``domid`` called ``name``."""
     dp, vp = dom_path(domid), vm_path(domid)
     ro = ("n0", f"r{domid}")
-    ops: list[tuple] = [("rm", dp), ("mkdir", dp), ("perms", dp, *ro),
+    ops: list[tuple[str, ...]] = [("rm", dp), ("mkdir", dp), ("perms", dp, *ro),
                         ("rm", vp), ("mkdir", vp), ("perms", vp, *ro),
                         ("write", f"{dp}/vm", vp), ("write", f"{dp}/name", name)]
     for sub in GUEST_RO:
@@ -70,14 +70,14 @@ def guest_ops(domid: int, name: str) -> list[tuple]:
     return ops
 
 
-def rename_ops(domid: int, name: str) -> list[tuple]:
+def rename_ops(domid: int, name: str) -> list[tuple[str, ...]]:
     """libxl_domain_rename: the name under dompath (and /vm/<uuid> for guests)."""
-    ops: list[tuple] = [("write", f"{dom_path(domid)}/name", name)]
+    ops: list[tuple[str, ...]] = [("write", f"{dom_path(domid)}/name", name)]
     if domid != 0:
         ops.append(("write", f"{vm_path(domid)}/name", name))
     return ops
 
 
-def destroy_ops(domid: int) -> list[tuple]:
+def destroy_ops(domid: int) -> list[tuple[str, ...]]:
     """What libxl removes once the domain is gone."""
     return [("rm", dom_path(domid)), ("rm", vm_path(domid))]

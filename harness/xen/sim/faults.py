@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno as E
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocol_models.xenstore import XS_ERRORS
@@ -89,9 +90,10 @@ class FaultTable:
         self._lock = threading.Lock()
         self._faults: dict[int, Fault] = {}
         self._next = 1
-        self._listeners: list = []  # called with the domid whose faults changed
+        # called with the domid whose faults changed
+        self._listeners: list[Callable[[int], None]] = []
 
-    def add_listener(self, fn) -> None:  # type: ignore[no-untyped-def]
+    def add_listener(self, fn: Callable[[int], None]) -> None:
         self._listeners.append(fn)
 
     def _changed(self, domids: set[int]) -> None:

@@ -15,13 +15,20 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.xen.sim import hvproto as P
 from harness.xen.sim.faults import FaultError
 from harness.xen.sim.hvproto import Op
 from harness.xen.sim.hypervisor import HvError, Hypervisor
 
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+
 log = logging.getLogger(__name__)
+
+#: reply frames: (message, fds to pass with it)
+_Frames = list[tuple[bytes, list[int]]]
 
 SEND_TIMEOUT = 2.0  # a client that doesn't read its socket for this long is dropped
 
@@ -42,7 +49,7 @@ class HvServer:
                  on_destroy: Callable[[int], None] | None = None,
                  on_shutdown: Callable[[], None] | None = None,
                  on_rename: Callable[[int, str], None] | None = None,
-                 xs_writes: Callable[[int | None, int], list[tuple[int, int, int]]]
+                 xs_writes: Callable[[int | None, int, int], list[tuple[int, int, int]]]
                  | None = None) -> None:
         self.hv = hv
         self.on_rename = on_rename
@@ -105,8 +112,9 @@ class HvServer:
             elif kind == "extra":
                 ident()
 
-    def add_reader(self, fileobj: object, callback: Callable[[], None]) -> None:
-        self.sel.register(fileobj, selectors.EVENT_READ, ("extra", callback))  # type: ignore[arg-type]
+    def add_reader(self, fileobj: FileDescriptorLike, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (its result is ignored) whenever ``fileobj`` is readable."""
+        self.sel.register(fileobj, selectors.EVENT_READ, ("extra", callback))
 
     def _accept(self, lsock: socket.socket, domid: int) -> None:
         try:
@@ -250,8 +258,8 @@ class HvServer:
             return self._control(op, pl, reply, chunked)
         raise HvError(errno.ENOSYS, f"unknown op {op:#x}")
 
-    def _control(self, op: int, pl: bytes, reply: Callable[..., list],
-                 chunked: Callable[..., list]) -> list[tuple[bytes, list[int]]]:
+    def _control(self, op: int, pl: bytes, reply: Callable[..., _Frames],
+                 chunked: Callable[..., _Frames]) -> _Frames:
         hv = self.hv
 
         def opt(v: int) -> int | None:
@@ -332,7 +340,9 @@ class HvServer:
             return chunked(recs, P.FAULT_REC.size)
         if op == Op.CTL_XS_WRITES:
             domid, lo, hi = P.unpack_u32s(pl, 3)
-            rows = self.xs_writes(opt(domid), lo | hi << 32) if self.xs_writes else []
+            exclude = P.unpack_u32s(pl, 1, 12)[0] if len(pl) >= 16 else 0
+            rows = self.xs_writes(opt(domid), lo | hi << 32, exclude) if self.xs_writes \
+                else []
             return chunked([P.XS_WRITES_REC.pack(d, 0, total, since)
                             for d, total, since in rows], P.XS_WRITES_REC.size)
         if op == Op.CTL_RENAME_DOMAIN:

@@ -456,7 +456,7 @@ class Hypervisor:
         dom = self.domains.get(page.domid)
         for ref in list(page.grants):
             g = dom.grants.get(ref) if dom else None
-            if g is not None and not g.revoked:
+            if dom is not None and g is not None and not g.revoked:
                 self._revoke(dom, g)
         self._maybe_close_page(page)
 

@@ -104,17 +104,17 @@ class Sim:
         return self.control.map_counters(granter, mapper)
 
     def xs_writes(self, domid: int, since: int | None = None,
-                  last: float | None = None) -> int:
+                  last: float | None = None, exclude_pid: int = 0) -> int:
         """XenStore write requests (write, mkdir, rm, set-perms) made by ``domid``: all of
         them, those at or after ``since`` (``time.monotonic_ns()``), or those in the
         ``last`` seconds. Only the last ``xenstored.WRITE_WINDOW`` writes of a domain
         carry times: an older ``since`` counts that window."""
         if last is not None:
             since = time.monotonic_ns() - int(last * 1e9)
-        rows = self.control.xs_writes(domid, since or 0)
+        rows = self.control.xs_writes(domid, since or 0, exclude_pid)
         if not rows:
             return 0
-        return rows[0].since if since else rows[0].total
+        return rows[0].since if since or exclude_pid else rows[0].total
 
     def inject_fault(self, domid: int, op: str, errno: int | str | None = None,
                      mode: str | tuple[str, int] = "once") -> int:

@@ -103,7 +103,7 @@ _TX_OPS = frozenset({
 })
 _OK = b"OK\0"
 #: request types a fault can be injected on, by fault op name (faults.OPS)
-FAULT_OPS = {
+FAULT_OPS: dict[int, str] = {
     XsType.READ: "xs.read", XsType.WRITE: "xs.write", XsType.MKDIR: "xs.mkdir",
     XsType.RM: "xs.rm", XsType.DIRECTORY: "xs.directory",
     XsType.DIRECTORY_PART: "xs.directory", XsType.GET_PERMS: "xs.get_perms",
@@ -115,6 +115,12 @@ FAULT_OPS = {
 WRITE_TYPES = frozenset({XsType.WRITE, XsType.MKDIR, XsType.RM, XsType.SET_PERMS})
 WRITE_WINDOW = 65536  # write times kept per domain (totals are kept whatever the count)
 
+Perms = tuple[Perm, ...]
+#: a watch event: ``("change", path, [perms…])`` or ``("rm", path, {removed: perms})``
+Event = tuple[str, str, list[Perms] | dict[str, Perms]]
+#: a handler's reply payload, optionally with messages to send after it
+Reply = bytes | tuple[bytes, list[bytes]]
+
 
 class WriteLog:
     """XenStore write requests per domain: a total, and the times of the recent ones, to
@@ -123,26 +129,27 @@ class WriteLog:
     def __init__(self, window: int = WRITE_WINDOW) -> None:
         self.window = window
         self.totals: Counter[int] = Counter()
-        self.times: dict[int, deque[int]] = {}
+        self.times: dict[int, deque[tuple[int, int]]] = {}  # (time, writer pid)
 
-    def record(self, domid: int, now: int) -> None:
+    def record(self, domid: int, now: int, pid: int = 0) -> None:
         self.totals[domid] += 1
         q = self.times.get(domid)
         if q is None:
             q = self.times[domid] = deque(maxlen=self.window)
-        q.append(now)
+        q.append((now, pid))
 
-    def count(self, domid: int, since: int = 0) -> int:
-        """Writes by ``domid`` at or after ``since`` (time.monotonic_ns); a ``since`` older
-        than the window counts the whole window."""
-        if since <= 0:
+    def count(self, domid: int, since: int = 0, exclude_pid: int = 0) -> int:
+        """Writes by ``domid`` at or after ``since`` (time.monotonic_ns), leaving out those
+        of process ``exclude_pid``; a ``since`` older than the window counts the window."""
+        if since <= 0 and not exclude_pid:
             return self.totals[domid]
         q = self.times.get(domid, ())
-        return sum(1 for t in reversed(q) if t >= since) if q else 0
+        return sum(1 for t, pid in q if t >= since and (not exclude_pid or pid != exclude_pid))
 
-    def rows(self, domid: int | None, since: int) -> list[tuple[int, int, int]]:
+    def rows(self, domid: int | None, since: int,
+             exclude_pid: int = 0) -> list[tuple[int, int, int]]:
         doms = sorted(self.totals) if domid is None else [domid]
-        return [(d, self.totals[d], self.count(d, since)) for d in doms]
+        return [(d, self.totals[d], self.count(d, since, exclude_pid)) for d in doms]
 
 
 @dataclass
@@ -160,7 +167,7 @@ class Transaction:
     # Generation of each touched node in the global tree at first access (-1: absent).
     accessed: dict[str, int] = field(default_factory=dict)
     written: dict[str, None] = field(default_factory=dict)  # ordered set
-    events: list[tuple] = field(default_factory=list)  # fired at commit
+    events: list[Event] = field(default_factory=list)  # fired at commit
     created: int = 0  # nodes created (for the unprivileged "nodes" quota)
 
 
@@ -177,6 +184,7 @@ class XsConnection:
         self.next_tx = 1
         self.open = True
         self.internal = False  # the simulator's own toolstack writes: no faults, not counted
+        self.pid = 0  # the connecting process, when the transport knows it
 
     def __repr__(self) -> str:
         return f"XsConnection(dom{self.domid}, watches={len(self.watches)})"
@@ -239,7 +247,7 @@ class XenstoreState:
             self._fire_special("@releaseDomain")
             return was
 
-    def toolstack(self, ops: list[tuple]) -> None:
+    def toolstack(self, ops: list[tuple[str, ...]]) -> None:
         """Apply ``ops`` as the toolstack (dom0, privileged; watches fire, nothing is
         counted or faulted): ``("write", path, value)``, ``("mkdir", path)``,
         ``("rm", path)``, ``("perms", path, "n0", "r1", ...)``. Failures are logged."""
@@ -264,11 +272,12 @@ class XenstoreState:
                     if not (kind == "rm" and e.name == "ENOENT"):
                         log.warning("xenstored: toolstack %s %s: %s", kind, path, e.name)
 
-    def write_counts(self, domid: int | None = None,
-                     since: int = 0) -> list[tuple[int, int, int]]:
-        """(domid, total writes, writes since ``since``) per domain that ever wrote."""
+    def write_counts(self, domid: int | None = None, since: int = 0,
+                     exclude_pid: int = 0) -> list[tuple[int, int, int]]:
+        """(domid, total writes, writes since ``since`` not by ``exclude_pid``) per domain
+        that ever wrote."""
         with self.lock:
-            return self.writes.rows(domid, since)
+            return self.writes.rows(domid, since, exclude_pid)
 
     def is_introduced(self, domid: int) -> bool:
         with self.lock:
@@ -304,7 +313,7 @@ class XenstoreState:
                 return
             if not conn.internal:
                 if type_ in WRITE_TYPES:
-                    self.writes.record(conn.domid, time.monotonic_ns())
+                    self.writes.record(conn.domid, time.monotonic_ns(), conn.pid)
                 fault_op = FAULT_OPS.get(type_)
                 err = self.faults.check(conn.domid, fault_op) if (
                     self.faults is not None and fault_op) else 0
@@ -473,27 +482,27 @@ class XenstoreState:
 
     # ------------------------------------------------------------------ watches
 
-    def _emit(self, conn: XsConnection | None, tx: Transaction | None, event: tuple) -> None:
+    def _emit(self, conn: XsConnection | None, tx: Transaction | None, event: Event) -> None:
         if tx is not None:
             tx.events.append(event)
         else:
             self._fire(event)
 
-    def _fire(self, event: tuple) -> None:
+    def _fire(self, event: Event) -> None:
         """Queue the event on every matching watch, in connection then registration order.
 
         ``("change", path, [perms…])``: watches at or above ``path`` fire with ``path``.
         ``("rm", path, {removed: perms})``: also watches on removed nodes below ``path``
         fire, each with its own path (C: only those whose node existed)."""
-        kind, path, info = event
+        _, path, info = event  # "change" carries a list, "rm" a dict
         for conn in self._conns:
             for w in conn.watches:
                 if w.path.startswith("@"):
                     continue
                 if is_child(path, w.path):
                     epath = path
-                    perms_list = info if kind == "change" else [info[path]]
-                elif kind == "rm" and w.path in info:
+                    perms_list = info if isinstance(info, list) else [info[path]]
+                elif isinstance(info, dict) and w.path in info:
                     epath, perms_list = w.path, [info[w.path]]
                 else:
                     continue
@@ -517,13 +526,13 @@ class XenstoreState:
 
     # ------------------------------------------------------------------ handlers
 
-    def _op_read(self, conn, tx, payload):
+    def _op_read(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         raw = onearg(payload)
         if raw is None:  # C's canonicalize(NULL) leaves errno at ENOENT
             raise XsError("ENOENT")
         return self._node_for(conn, tx, self._path(conn, raw), PERM_READ).value
 
-    def _op_write(self, conn, tx, payload):
+    def _op_write(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         strings = get_strings(payload)
         if not strings:
             raise XsError("EINVAL")
@@ -545,7 +554,7 @@ class XenstoreState:
         self._emit(conn, tx, ("change", path, [node.perms]))
         return _OK
 
-    def _op_mkdir(self, conn, tx, payload):
+    def _op_mkdir(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         path = self._path(conn, onearg(payload))
         node = self._get(conn, tx, path)
         if node is not None:
@@ -559,7 +568,7 @@ class XenstoreState:
         self._emit(conn, tx, ("change", path, [node.perms]))
         return _OK
 
-    def _op_rm(self, conn, tx, payload):
+    def _op_rm(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         path = self._path(conn, onearg(payload))
         node = self._get(conn, tx, path)
         if node is None:
@@ -571,25 +580,30 @@ class XenstoreState:
             raise XsError("EACCES")
         if path == "/":
             raise XsError("EINVAL", "cannot remove /")
-        removed = {}
+        removed: dict[str, Perms] = {}
         for p in self._subtree(conn, tx, path):
-            removed[p] = self._get(conn, tx, p).perms
+            sub = self._get(conn, tx, p)
+            assert sub is not None  # _subtree lists existing nodes only
+            removed[p] = sub.perms
             self._del(tx, p)
         ppath = parent_of(path)
-        parent = self._get(conn, tx, ppath).copy()
+        old_parent = self._get(conn, tx, ppath)
+        assert old_parent is not None  # path exists, so its parent does
+        parent = old_parent.copy()
         parent.children.remove(basename(path))
         self._put(tx, ppath, parent)
         self._emit(conn, tx, ("rm", path, removed))
         return _OK
 
-    def _op_directory(self, conn, tx, payload):
+    def _op_directory(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         raw = onearg(payload)
         if raw is None:
             raise XsError("ENOENT")
         node = self._node_for(conn, tx, self._path(conn, raw), PERM_READ)
         return node.children_bytes()  # > 4096 becomes E2BIG in handle()
 
-    def _op_directory_part(self, conn, tx, payload):
+    def _op_directory_part(self, conn: XsConnection, tx: Transaction | None,
+                           payload: bytes) -> bytes:
         if payload.count(b"\0") != 2:
             raise XsError("EINVAL")
         raw, off_raw = get_strings(payload)[:2]
@@ -609,7 +623,7 @@ class XenstoreState:
         chunk = children[off:end]
         return gen + chunk + (b"\0" if end == len(children) else b"")
 
-    def _op_get_perms(self, conn, tx, payload):
+    def _op_get_perms(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         raw = onearg(payload)
         if raw is None:
             raise XsError("ENOENT")
@@ -618,7 +632,7 @@ class XenstoreState:
             return format_perms(self._special_perms[path])
         return format_perms(self._node_for(conn, tx, path, PERM_READ).perms)
 
-    def _op_set_perms(self, conn, tx, payload):
+    def _op_set_perms(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         count = payload.count(b"\0")
         if count < 2:
             raise XsError("EINVAL")
@@ -643,7 +657,7 @@ class XenstoreState:
         self._emit(conn, tx, ("change", path, [old_perms, perms]))
         return _OK
 
-    def _op_watch(self, conn, tx, payload):
+    def _op_watch(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> Reply:
         strings = get_strings(payload)
         if len(strings) != 2:
             raise XsError("EINVAL")
@@ -669,7 +683,7 @@ class XenstoreState:
         strip = 0 if raw.startswith(b"/") else len(domain_path(conn.domid)) + 1
         return path, strip
 
-    def _op_unwatch(self, conn, tx, payload):
+    def _op_unwatch(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         strings = get_strings(payload)
         if len(strings) != 2:
             raise XsError("EINVAL")
@@ -680,7 +694,8 @@ class XenstoreState:
                 return _OK
         raise XsError("ENOENT")
 
-    def _op_transaction_start(self, conn, tx, payload):
+    def _op_transaction_start(self, conn: XsConnection, tx: Transaction | None,
+                              payload: bytes) -> bytes:
         if not conn.privileged and len(conn.txs) >= self.quotas["transactions"]:
             raise XsError("ENOSPC", "transactions quota")
         tid = conn.next_tx
@@ -690,7 +705,8 @@ class XenstoreState:
         conn.txs[tid] = Transaction(tid)
         return str(tid).encode() + b"\0"
 
-    def _op_transaction_end(self, conn, tx, payload):
+    def _op_transaction_end(self, conn: XsConnection, tx: Transaction | None,
+                            payload: bytes) -> bytes:
         arg = onearg(payload)
         if arg not in (b"T", b"F"):
             raise XsError("EINVAL")
@@ -713,13 +729,14 @@ class XenstoreState:
             self._fire(event)
         return _OK
 
-    def _op_get_domain_path(self, conn, tx, payload):
+    def _op_get_domain_path(self, conn: XsConnection, tx: Transaction | None,
+                            payload: bytes) -> bytes:
         raw = onearg(payload)
         if raw is None:
             raise XsError("EINVAL")
         return domain_path(atoi(raw)).encode() + b"\0"
 
-    def _op_introduce(self, conn, tx, payload):
+    def _op_introduce(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         strings = get_strings(payload)
         if len(strings) < 3:
             raise XsError("EINVAL")
@@ -740,21 +757,22 @@ class XenstoreState:
             raise XsError("ENOENT")
         return domid
 
-    def _op_release(self, conn, tx, payload):
+    def _op_release(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         self.release(self._domain_arg(payload))
         return _OK
 
-    def _op_resume(self, conn, tx, payload):
+    def _op_resume(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         self._domain_arg(payload)
         return _OK
 
-    def _op_is_domain_introduced(self, conn, tx, payload):
+    def _op_is_domain_introduced(self, conn: XsConnection, tx: Transaction | None,
+                                 payload: bytes) -> bytes:
         raw = onearg(payload)
         if raw is None:
             raise XsError("EINVAL")
         return b"T\0" if atoi(raw) in self._introduced else b"F\0"
 
-    def _op_set_target(self, conn, tx, payload):
+    def _op_set_target(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         strings = get_strings(payload)
         if len(strings) < 2:
             raise XsError("EINVAL")
@@ -764,12 +782,13 @@ class XenstoreState:
         self._targets[domid] = target
         return _OK
 
-    def _op_reset_watches(self, conn, tx, payload):
+    def _op_reset_watches(self, conn: XsConnection, tx: Transaction | None,
+                          payload: bytes) -> bytes:
         conn.watches.clear()
         conn.txs.clear()
         return _OK
 
-    def _op_control(self, conn, tx, payload):
+    def _op_control(self, conn: XsConnection, tx: Transaction | None, payload: bytes) -> bytes:
         args = get_strings(payload)
         if not args:
             raise XsError("EINVAL")
@@ -806,7 +825,8 @@ class XenstoreState:
                 f"transactions: {txs}\n").encode() + b"\0"
 
 
-_HANDLERS: dict[int, Callable] = {
+_Handler = Callable[[XenstoreState, XsConnection, Transaction | None, bytes], Reply]
+_HANDLERS: dict[int, _Handler] = {
     XsType.CONTROL: XenstoreState._op_control,
     XsType.DIRECTORY: XenstoreState._op_directory,
     XsType.READ: XenstoreState._op_read,

@@ -225,6 +225,7 @@ class XenstoreServer:
             sock.setblocking(False)
             client = _Client(sock, lst)
             client.xs = self.state.connect(lst.domid, self._sink_for(client))
+            client.xs.pid = _peer_pid(sock)
             self._clients.add(client)
             client.events = selectors.EVENT_READ
             self._sel.register(sock, client.events, client)
@@ -367,3 +368,13 @@ class XenstoreServer:
         for s in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 s.close()
+
+
+def _peer_pid(sock: socket.socket) -> int:
+    """The connecting process (SO_PEERCRED), so writes can be told apart per process: the
+    harness's own toolstack connections from the backend's, both dom0 (0: unknown)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return 0
+    return int(struct.unpack("3i", creds)[0])
