@@ -20,12 +20,15 @@ import shutil
 import signal
 import socket
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from harness.xen.sim import domain_nodes
 from harness.xen.sim.faults import FaultTable
 from harness.xen.sim.hvserver import HvServer
 from harness.xen.sim.hypervisor import Hypervisor
+
+if TYPE_CHECKING:
+    from harness.xen.sim.xenstored import XenstoreServer, XenstoreState
 
 log = logging.getLogger("harness.xen.sim.daemon")
 
@@ -75,8 +78,8 @@ class Daemon:
                                on_shutdown=self.stop, on_rename=self._rename,
                                xs_writes=self._xs_writes)
         self._stop = False
-        self.xs_state: Any = None
-        self.xs_server: Any = None
+        self.xs_state: XenstoreState | None = None
+        self.xs_server: XenstoreServer | None = None
         self._made_dirs: list[str] = []
 
     # xenstored is another module; the hypervisor works without it (for its own tests).
@@ -98,7 +101,7 @@ class Daemon:
         ddir = self._domain_dir(domid)
         os.makedirs(ddir, exist_ok=True)
         self.server.add_domain_socket(domid, hypervisor_path(self.dir, domid))
-        if self.xs_server is not None:
+        if self.xs_server is not None and self.xs_state is not None:
             # the toolstack's nodes first, so a process of the domain finds them at once
             self.xs_state.toolstack(domain_nodes.dom0_ops() if domid == 0
                                     else domain_nodes.guest_ops(domid, name))
@@ -118,7 +121,7 @@ class Daemon:
 
     def _destroy(self, domid: int) -> None:
         self.server.remove_domain_socket(domid)
-        if self.xs_server is not None:
+        if self.xs_server is not None and self.xs_state is not None:
             self.xs_server.remove_listener(xenstored_path(self.dir, domid))
             self.xs_state.release(domid)
             self.xs_state.toolstack(domain_nodes.destroy_ops(domid))
