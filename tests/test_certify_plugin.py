@@ -410,3 +410,24 @@ def test_against_the_reference_backend_crash_with_evidence(pytester: pytest.Pyte
     assert (out / crash["evidence"]["trace"]).is_file()
     assert "TRIGGER without OPEN" in crash["evidence"]["log_excerpt"]
     assert cases["test_b_after"]["verdict"] == "PASS"
+
+
+def test_a_case_that_judges_a_start_failure_itself_is_judged_by_its_assertion() -> None:
+    """``raise AssertionError(...) from None`` over a BackendStartError (the A-09 case):
+    FAIL on the cited MUST; the bare start failure (e.g. in setup) stays INCONCLUSIVE."""
+    from harness.world.world import BackendStartError
+
+    reg = load_registry()
+    cites = [reg.cite("SND-A-09")]
+    start = BackendStartError("backend x did not reach InitWait: state '1' after 10 s")
+    try:
+        try:
+            raise start
+        except BackendStartError:
+            raise AssertionError("SND-A-09: did not reach InitWait") from None
+    except AssertionError as exc:
+        own = exc
+    assert judge_case([Phase("call", "failed", own)], cites, observed=False,
+                      strict=False).verdict is Verdict.FAIL
+    assert judge_case([Phase("setup", "failed", start)], cites, observed=False,
+                      strict=False).verdict is Verdict.INCONCLUSIVE

@@ -128,10 +128,12 @@ class Phase:
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and what it was raised from, as Python shows it: a ``raise ... from None``
+    hides the context (a case that turned a start failure into its own judgement)."""
     out: list[BaseException] = []
     while exc is not None and len(out) < 10 and exc not in out:
         out.append(exc)
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return out
 
 

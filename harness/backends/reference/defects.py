@@ -34,14 +34,18 @@ class Defect:
     area: str  # "A".."H"
     clauses: tuple[str, ...]  # the clause IDs this bug violates
     description: str  # one line: what the backend then does
+    #: set when the behaviour is one the spec leaves open (an AMBIG point): not a bug to
+    #: fail, a choice the suites must report (INFO, observed) without judging it
+    ambiguity: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "area": self.area, "clauses": list(self.clauses),
-                "description": self.description}
+                "description": self.description, "ambiguity": self.ambiguity}
 
 
-def _d(name: str, area: str, clauses: str, description: str) -> Defect:
-    return Defect(name, area, tuple(clauses.split()), description)
+def _d(name: str, area: str, clauses: str, description: str,
+       ambiguity: str | None = None) -> Defect:
+    return Defect(name, area, tuple(clauses.split()), description, ambiguity)
 
 
 CATALOGUE: tuple[Defect, ...] = (
@@ -67,7 +71,8 @@ CATALOGUE: tuple[Defect, ...] = (
     _d("duplicate-response", "B", "SND-B-08",
        "answers every request twice (a retry path that re-sends the response)"),
     _d("responses-out-of-order", "B", "SND-B-08",
-       "answers a batch of pipelined requests in reverse order"),
+       "answers a batch of pipelined requests in reverse order (allowed: each is still "
+       "answered once; the order is AMBIG-11, reported, not judged)", "AMBIG-11"),
     _d("lose-request-under-load", "B", "SND-B-08",
        "never answers requests consumed while more than 4 are queued (a queue overflowing)"),
     _d("no-notify-after-response", "B", "SND-B-05",
