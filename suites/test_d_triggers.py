@@ -14,13 +14,15 @@ Clauses of the area NOT tested here, and why:
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from harness.certify.outcomes import not_applicable
 from harness.frontend.hostile import call, pick_open_params
 from harness.frontend.stream import FrontendStream
 from harness.frontend.violations import BUFFER_STILL_MAPPED
-from protocol_models.constants import Op, Trigger
+from protocol_models.constants import VSND_WAIT_BACK_MS, Op, Trigger
 
 START, PAUSE, STOP, RESUME = Trigger.START, Trigger.PAUSE, Trigger.STOP, Trigger.RESUME
 KINDS = {"p": "playback", "c": "capture"}
@@ -77,6 +79,25 @@ def test_pause_resume_stop(backend_case, kind):
     s = closed(stream_of(backend_case, kind))
     open_(s)
     expect_ok(s, [START, PAUSE, RESUME, PAUSE, STOP], "SND-D-03")
+    assert s.close().ok
+
+
+@pytest.mark.clause("SND-D-09")
+@pytest.mark.parametrize("kind", ["p", "c"])
+def test_every_trigger_is_answered_in_time(backend_case, kind):
+    """Each TRIGGER of a full sequence is answered within Linux's 3000 ms request timeout
+    (measured per request; a backend that never answers is a HANG)."""
+    s = closed(stream_of(backend_case, kind))
+    open_(s)
+    slow = []
+    for t in (START, PAUSE, RESUME, STOP, START, STOP):
+        t0 = time.monotonic()
+        s.trigger(t)
+        ms = (time.monotonic() - t0) * 1000
+        if ms > VSND_WAIT_BACK_MS:
+            slow.append(f"{t.name} {ms:.0f} ms")
+    assert not slow, f"expected every TRIGGER answered within {VSND_WAIT_BACK_MS} ms " \
+        f"(SND-D-09); got {slow}"
     assert s.close().ok
 
 

@@ -132,3 +132,26 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
     bad.write_text("[[clause]\n")
     with pytest.raises(RegistryError, match=re.escape(str(bad))):
         load_registry(bad)
+
+
+def test_every_backend_must_and_should_clause_is_cited_by_a_suite_or_untestable() -> None:
+    """Coverage: each MUST/SHOULD/REF clause a backend is judged on is cited by at least
+    one suite case (a ``clause`` marker) or says why it cannot be (``untestable``)."""
+
+    suites = Path(__file__).resolve().parents[1] / "suites"
+    cited = set()
+    for path in suites.glob("test_*.py"):
+        for args in re.findall(r"clause\(([^)]*)\)", path.read_text()):
+            cited |= {ref.split(":")[0] for ref in re.findall(r"SND-[A-H]-\d\d(?::\w+)?", args)}
+    # the profile suite cites the clauses of its features through a table
+    from harness.certify.profile import FEATURES
+
+    cited |= {clause for _, clause in FEATURES.values()}
+    reg = load_registry()
+    missing = [c.id for c in reg if c.judged_on_backend and c.id.startswith("SND-")
+               and c.level in ("MUST", "SHOULD", "REF") and c.id not in cited
+               and not c.untestable]
+    assert not missing, f"backend clauses no suite case cites, with no reason: {missing}"
+    for c in reg:
+        if c.untestable:
+            assert c.id not in cited, f"{c.id} is cited by a suite but marked untestable"

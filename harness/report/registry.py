@@ -56,6 +56,9 @@ class Clause:
     judged_on_backend: bool
     reason: str = ""
     note: str = ""
+    #: why no case can judge this backend clause through a frontend (results say it with
+    #: the UNTESTED verdict)
+    untestable: str = ""
     ambiguities: tuple[str, ...] = ()
     related: tuple[str, ...] = ()
 
@@ -68,7 +71,8 @@ class Clause:
                 "levels": list(self.levels), "side": self.side,
                 "requirement": self.requirement, "source": self.source,
                 "judged_on_backend": self.judged_on_backend, "reason": self.reason,
-                "note": self.note, "ambiguities": list(self.ambiguities),
+                "note": self.note, "untestable": self.untestable,
+                "ambiguities": list(self.ambiguities),
                 "related": list(self.related)}
 
 
@@ -137,6 +141,7 @@ def _clause(raw: dict[str, Any], areas: dict[str, str]) -> Clause:
             side=raw["side"], requirement=raw["requirement"].strip(),
             source=raw["source"].strip(), judged_on_backend=raw["judged_on_backend"],
             reason=raw.get("reason", ""), note=raw.get("note", ""),
+                untestable=raw.get("untestable", ""),
             ambiguities=tuple(raw.get("ambiguities", ())),
             related=tuple(raw.get("related", ())))
     except (KeyError, AttributeError, TypeError) as exc:
