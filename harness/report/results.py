@@ -21,8 +21,8 @@ Schema ``sndif-harness/results/1`` (one JSON object)::
                  failing_clauses ([id]), not_judged_on_backend (n)
     clauses      one object per registry clause, in clauses.md order: id, area, level,
                  levels, side, requirement, source, judged_on_backend, reason, note,
-                 untestable (why no case can judge it), ambiguities, related, verdict (UNTESTED when no case cites it), cases
-                 ([nodeid] citing it)
+                 untestable (why no case can judge it), ambiguities, related,
+                 verdict (UNTESTED when no case cites it), cases ([nodeid] citing it)
     cases        one object per finished case, in finishing order: nodeid, verdict,
                  clauses (the citations, "SND-E-06" or "SND-E-06:SHOULD"), duration (s),
                  phase (where the verdict came from), message (the assertion or verdict
