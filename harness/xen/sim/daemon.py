@@ -131,7 +131,12 @@ class Daemon:
         self._stop = True
 
     def run(self) -> int:
-        os.makedirs(self.dir, exist_ok=True)
+        try:
+            os.makedirs(self.dir, exist_ok=True)
+        except OSError:
+            self.server.close()  # nothing started: release what __init__ made (pages, fds)
+            self.hv.close()
+            raise
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
