@@ -13,7 +13,8 @@ from harness.toolstack.apply import DeviceTimeout, create_device, remove_device
 from harness.toolstack.plan import plan_device, plan_removal
 from harness.toolstack.vsnd_config import parse_xl_items
 from harness.xen.api import Perm
-from harness.xen.sim.xenstored import XenstoreServer, XenstoreState
+from harness.xen.sim.xenstored import XenstoreState
+from harness.xen.sim.xs_server import XenstoreServer
 from harness.xen.xsclient import XsClient
 from protocol_models.xenstore import XsError
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from requires import unavailable
 
-from harness.xen.sim.xenstored import XenstoreServer, XenstoreState
+from harness.xen.sim.xenstored import XenstoreState
+from harness.xen.sim.xs_server import XenstoreServer
 from harness.xen.xsclient import XsClient
 from protocol_models.xenstore import HEADER, HEADER_SIZE, XsType, pack
 

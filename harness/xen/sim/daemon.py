@@ -28,7 +28,8 @@ from harness.xen.sim.hvserver import HvServer
 from harness.xen.sim.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
-    from harness.xen.sim.xenstored import XenstoreServer, XenstoreState
+    from harness.xen.sim.xenstored import XenstoreState
+    from harness.xen.sim.xs_server import XenstoreServer
 
 log = logging.getLogger("harness.xen.sim.daemon")
 
@@ -85,7 +86,8 @@ class Daemon:
     # xenstored is another module; the hypervisor works without it (for its own tests).
     def _start_xenstored(self) -> None:
         try:
-            from harness.xen.sim.xenstored import XenstoreServer, XenstoreState
+            from harness.xen.sim.xenstored import XenstoreState
+            from harness.xen.sim.xs_server import XenstoreServer
         except ImportError as exc:
             log.warning("no simulated xenstored (%s): hypervisor only", exc)
             return

@@ -849,6 +849,5 @@ _HANDLERS: dict[int, _Handler] = {
     XsType.DIRECTORY_PART: XenstoreState._op_directory_part,
 }
 
-from harness.xen.sim.xs_server import XenstoreServer  # noqa: E402  (re-export)
 
-__all__ = ["DEFAULT_QUOTAS", "XenstoreServer", "XenstoreState", "XsConnection"]
+__all__ = ["DEFAULT_QUOTAS", "XenstoreState", "XsConnection"]
