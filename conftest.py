@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness.world.spec import AUDIO_MODES
+from harness.world.options import add_world_options
 
 # pytester: the harness's own tests run pytest inside pytest; the certification plugin
 # judges clauses (it does nothing without --report-dir but check the clause markers)
@@ -34,12 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sndif-harness")
     group.addoption("--platform", default="sim", choices=("sim", "real"),
                     help="Xen platform: the simulated Xen (default) or a real Xen host")
-    group.addoption("--backend", default="reference", metavar="SPEC",
-                    help="backend under test: reference (default), exec:'COMMAND ARGS' "
-                         "(started as the backend domain; {domid}, {frontend_domid}, "
-                         "{devid}, {out} are replaced), or attach (already running)")
-    group.addoption("--defect", action="append", default=[], metavar="NAME",
-                    help="inject this defect into the reference backend (repeatable)")
+    add_world_options(group.addoption)
     group.addoption("--backend-domid", type=int, default=0, metavar="N",
                     help="domain id of the backend (default 0)")
     group.addoption("--restart-policy", default="on-failure",
@@ -51,17 +46,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "a ring may stall (default 3, Linux's 3000 ms)")
     group.addoption("--backend-out", default=None, metavar="DIR",
                     help="where the backend log and verdicts go (default: a temp dir)")
-    group.addoption("--vsnd", default=None, metavar="XL",
-                    help="the card, as an xl.cfg vsnd value (default: one playback and one "
-                         "capture stream, 48 kHz S16_LE)")
-    group.addoption("--config", dest="vsnd_config", default=None, metavar="FILE",
-                    help="the card from a file: TOML (.toml) or xl.cfg syntax")
-    group.addoption("--audio", default=None, choices=AUDIO_MODES,
-                    help="the audio host: pulse (private PulseAudio: null sink + "
-                         "known-signal source), alsa-file (ALSA file plugin), wav (the "
-                         "reference backend's files; its default), none")
-    group.addoption("--backend-env", action="append", default=[], metavar="NAME=VALUE",
-                    help="environment of the backend process (repeatable)")
     group.addoption("--pacing-min-intervals", type=int, default=40, metavar="N",
                     help="position-event pacing is judged over at least N intervals")
     group.addoption("--pacing-band", default="0.75:1.5", metavar="LOW:HIGH",
@@ -69,15 +53,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "times the ideal (default 0.75:1.5)")
     group.addoption("--pacing-confidence", type=float, default=0.95, metavar="P",
                     help="confidence of the medians' intervals (default 0.95)")
-    group.addoption("--unique-id", default=None, metavar="TEMPLATE",
-                    help="every stream's unique-id; {device} is the audio host's sink "
-                         "(playback) or source (capture), e.g. 'pulse<{device}>'")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Validate the backend options once, before any test runs: a bad value is a usage
     error naming the bad part, not a failure of every test."""
-    from harness.world.spec import WorldSpecError, world_spec
+    from harness.world.options import world_from_options
+    from harness.world.spec import WorldSpecError
 
     defects = config.getoption("defect") or []
     t = float(config.getoption("case_timeout"))
@@ -86,15 +68,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("backend_domid") < 0:
         raise pytest.UsageError("--backend-domid must be >= 0")
     try:
-        spec = world_spec(backend=config.getoption("backend"), defects=defects,
-                          platform=config.getoption("platform"),
-                          vsnd=config.getoption("vsnd"),
-                          config=config.getoption("vsnd_config"),
-                          audio=config.getoption("audio"),
-                          backend_env=config.getoption("backend_env"),
-                          unique_id=config.getoption("unique_id"),
-                          backend_domid=config.getoption("backend_domid"),
-                          request_timeout_ms=int(t * 1000))
+        spec = world_from_options(config.getoption, platform=config.getoption("platform"),
+                                  backend_domid=config.getoption("backend_domid"),
+                                  request_timeout_ms=int(t * 1000))
     except WorldSpecError as exc:
         raise pytest.UsageError(str(exc)) from None
     if defects:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness.cli import positive_float
 from harness.cli.world_opts import add_world_options, world_from_args
+from harness.world.options import option_args
 
 # pytest's exit codes → ours: a usage error is 2; anything the plugin did not decide
 # (interrupted before the plugin ran, no tests collected, ...) is a harness failure
@@ -34,12 +35,8 @@ def pytest_args(args: argparse.Namespace, report_dir: Path, suites: Path) -> lis
     """The pytest command line of a certify invocation."""
     out = [str(suites), "-p", "harness.certify.plugin", "--report-dir", str(report_dir),
            f"--junitxml={report_dir / 'junit.xml'}"]
-    out += ["--backend", args.backend]
-    for name in args.defect or []:
-        out += ["--defect", name]
-    for item in args.backend_env or []:
-        out += ["--backend-env", item]
-    for opt in ("vsnd", "config", "audio", "unique_id", "profile", "case_timeout"):
+    out += option_args(lambda name: getattr(args, name))
+    for opt in ("profile", "case_timeout"):
         value = getattr(args, opt)
         if value is not None:
             out += ["--" + opt.replace("_", "-"), str(value)]

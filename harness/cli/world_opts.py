@@ -1,35 +1,17 @@
-"""The options that describe a run's world (backend under test, card, audio host, ...),
-shared by every command that builds one (demo, certify, shell): one set of names, one
-parser into a :class:`~harness.world.spec.WorldSpec`."""
+"""The world options (backend under test, card, audio host, ...) on a CLI command: the
+same definitions as the pytest options (:mod:`harness.world.options`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from harness.world.spec import AUDIO_MODES, WorldSpec, WorldSpecError, world_spec
+from harness.world.options import add_world_options as _add
+from harness.world.options import world_from_options
+from harness.world.spec import WorldSpec, WorldSpecError
 
 
 def add_world_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("the backend under test and its world")
-    g.add_argument("--backend", default="reference", metavar="SPEC",
-                   help="reference (default), exec:'COMMAND ARGS' (started as domain 0 "
-                        "with the sim's Xen libraries; {domid}, {frontend_domid}, {devid}, "
-                        "{out} are replaced), or attach")
-    g.add_argument("--defect", action="append", default=[], metavar="NAME",
-                   help="inject this defect into the reference backend (repeatable)")
-    g.add_argument("--vsnd", metavar="XL",
-                   help="the card as an xl.cfg vsnd value, e.g. \"[['card, "
-                        "sample-rates=48000', 'pcm, name=p', 'stream, type=p']]\"")
-    g.add_argument("--config", metavar="FILE", help="the card from a TOML or xl.cfg file")
-    g.add_argument("--audio", choices=AUDIO_MODES,
-                   help="pulse: private PulseAudio (null sink + known-signal source); "
-                        "alsa-file: ALSA file plugin; wav: the reference backend's files "
-                        "(its default); none")
-    g.add_argument("--backend-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="environment of the backend process (repeatable)")
-    g.add_argument("--unique-id", metavar="TEMPLATE",
-                   help="every stream's unique-id; {device} is the audio host's sink "
-                        "(playback) or source (capture), e.g. 'pulse<{device}>'")
+    _add(p.add_argument_group("the backend under test and its world").add_argument)
 
 
 def world_from_args(args: argparse.Namespace) -> WorldSpec:
@@ -37,8 +19,6 @@ def world_from_args(args: argparse.Namespace) -> WorldSpec:
     from harness.cli import UsageError
 
     try:
-        return world_spec(backend=args.backend, defects=args.defect, vsnd=args.vsnd,
-                          config=args.config, audio=args.audio,
-                          backend_env=args.backend_env, unique_id=args.unique_id)
+        return world_from_options(lambda name: getattr(args, name))
     except WorldSpecError as exc:
         raise UsageError(str(exc)) from None
