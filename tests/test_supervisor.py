@@ -320,12 +320,18 @@ def test_a_failed_restart_fails_the_next_case_setup_and_is_retried(tmp_path: Pat
         with sup.case("crash") as case:
             case.dev.stream(0).trigger("start")
         assert case.verdict is not None and case.verdict.outcome is Outcome.CRASH
-        for attempt in ("next", "again"):
+        for attempt in ("next", "again", "third"):
             with pytest.raises(BackendStartError, match=f"restart before {attempt} failed"
                                ) as info:
                 sup.begin_case(attempt)
             assert "exit status 4" in str(info.value) and "refusing" in str(info.value)
-        assert sup.starts == 3
+        assert sup.starts == 4
+        # three failed restarts in a row: the run stops trying, and says why, at once
+        t0 = time.monotonic()
+        with pytest.raises(BackendStartError, match="the last 3 restarts failed") as info:
+            sup.begin_case("fourth")
+        assert "exit status 4" in str(info.value) and time.monotonic() - t0 < 1
+        assert sup.starts == 4
 
 
 def test_a_must_violation_the_frontend_records_fails_the_case(tmp_path: Path) -> None:

@@ -81,6 +81,9 @@ class SupervisorConfig:
     #: still plays: OPEN, WRITE, START, a CUR_POS, STOP, CLOSE (see runner/sanity.py)
     sanity_after_failure: bool = True
     sanity_timeout: float = 2.0
+    #: consecutive failed restarts after which the run stops trying (each try waits up to
+    #: the InitWait timeout): the remaining cases fail fast with the last error
+    max_failed_restarts: int = 3
 
 
 @dataclass
@@ -129,6 +132,8 @@ class Supervisor:
         self._needs_restart: str | None = None
         self._pending_findings: list[Finding] = []  # from a teardown that needed SIGKILL
         self._cases = 0
+        self._failed_restarts = 0
+        self._last_restart_error = ""
         self._watchdog: RingWatchdog | None = None
 
     # -- public --------------------------------------------------------------------------
@@ -205,12 +210,19 @@ class Supervisor:
         if self._needs_restart is None and not judge.fe_alive(self.world.dev):
             self._needs_restart = "frontend closed by the previous case"
         if self._needs_restart is not None:
+            if self._failed_restarts >= self.config.max_failed_restarts:
+                raise BackendStartError(
+                    f"not restarted before {nodeid}: the last {self._failed_restarts} "
+                    f"restarts failed; the last error: {self._last_restart_error}")
             reason, self._needs_restart = self._needs_restart, None
             try:
                 self.restart(reason)
             except Exception as exc:
+                self._failed_restarts += 1
+                self._last_restart_error = str(exc).splitlines()[0]
                 self._needs_restart = f"the last restart failed: {exc}"  # retried next case
                 raise BackendStartError(f"restart before {nodeid} failed: {exc}") from exc
+            self._failed_restarts = 0
         self.mark(f"case {nodeid}")
         if self._watchdog is not None:
             self._watchdog.reset()
