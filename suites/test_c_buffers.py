@@ -34,22 +34,10 @@ from harness.frontend.hostile import (
 from harness.frontend.stream import FrontendStream
 from harness.frontend.violations import BUFFER_STILL_MAPPED, EVENT_WITHOUT_PERIOD
 from harness.judge.evidence import backend_maps
+from harness.judge.streams import closed, stream_of
 from protocol_models.constants import PCM_FORMATS, XEN_PAGE_SIZE, XENSND_PAGE_DIR_GREFS, Op
 
-KINDS = {"p": "playback", "c": "capture"}
 BUFFER = 4 * XEN_PAGE_SIZE  # four buffer pages: room for a gref in the middle
-
-
-def stream_of(case, kind: str) -> FrontendStream:
-    for s in case.dev.streams:
-        if s.type == kind:
-            return s
-    not_applicable(f"no {KINDS[kind]} stream on this card")
-
-
-def closed(s: FrontendStream) -> FrontendStream:
-    s.close()
-    return s
 
 
 def params(s: FrontendStream, **kw) -> OpenParams:

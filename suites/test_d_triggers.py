@@ -18,27 +18,13 @@ import time
 
 import pytest
 
-from harness.certify.outcomes import not_applicable
 from harness.frontend.hostile import call, pick_open_params
 from harness.frontend.stream import FrontendStream
 from harness.frontend.violations import BUFFER_STILL_MAPPED
+from harness.judge.streams import closed, stream_of
 from protocol_models.constants import VSND_WAIT_BACK_MS, Op, Trigger
 
 START, PAUSE, STOP, RESUME = Trigger.START, Trigger.PAUSE, Trigger.STOP, Trigger.RESUME
-KINDS = {"p": "playback", "c": "capture"}
-
-
-def stream_of(case, kind: str) -> FrontendStream:
-    for s in case.dev.streams:
-        if s.type == kind:
-            return s
-    not_applicable(f"no {KINDS[kind]} stream on this card")
-
-
-def closed(s: FrontendStream) -> FrontendStream:
-    """The stream in a known state: CLOSEd (whatever an earlier case left)."""
-    s.close()
-    return s
 
 
 def open_(s: FrontendStream, **kw):

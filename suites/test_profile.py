@@ -18,20 +18,16 @@ from harness.certify.outcomes import not_applicable
 from harness.certify.profile import FEATURES
 from harness.frontend.driver import FrontendDevice
 from harness.frontend.errors import FrontendError
+from harness.frontend.open_params import choose_open_params
 from harness.frontend.stream import FrontendStream
-from protocol_models.constants import PcmFormat, frame_size
-
-PERIOD_FRAMES = 256
+from protocol_models.constants import PcmFormat
 
 
 def _params(stream: FrontendStream) -> tuple[int, PcmFormat, int, int, int]:
-    hw = stream.config.hw
-    fmt = PcmFormat.S16_LE if PcmFormat.S16_LE in hw.formats else min(hw.formats)
-    rate = 48000 if 48000 in hw.rates or hw.rates_continuous else min(hw.rates or {48000})
-    rate = min(max(rate, hw.rate_min), hw.rate_max)
-    channels = max(hw.channels_min, min(2, hw.channels_max))
-    period = PERIOD_FRAMES * frame_size(fmt, channels)
-    return rate, fmt, channels, 4 * period, period
+    p = choose_open_params(stream.config.hw, buffer_bytes=4096, periods=4)
+    if p is None:
+        not_applicable(f"stream {stream.path}: no fixed-width configuration fits")
+    return p.args()
 
 
 def _stream(dev: FrontendDevice, kind: str) -> FrontendStream | None:

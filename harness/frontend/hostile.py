@@ -27,15 +27,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from harness.frontend.open_params import OpenParams, choose_open_params
 from harness.rings import EventConsumer, FrontRing, u32
 from harness.xen.api import Domain, Grants, SharedPages, in_transaction
 from protocol_models import codec
 from protocol_models.constants import (
-    PCM_FORMATS,
     XEN_PAGE_SIZE,
     XENSND_PAGE_DIR_GREFS,
     Op,
-    PcmFormat,
     XsField,
 )
 from protocol_models.xenstore import XsError
@@ -105,59 +104,15 @@ def late_responses(stream: FrontendStream, wait: float = 0.2) -> list[Response]:
 
 # --- OPEN parameters -----------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class OpenParams:
-    """A complete OPEN configuration (buffer and period in octets)."""
-
-    rate: int
-    fmt: PcmFormat
-    channels: int
-    buffer_sz: int
-    period_sz: int
-
-    @property
-    def frame(self) -> int:
-        return PCM_FORMATS[self.fmt].frame_size(self.channels)
-
-    @property
-    def bytes_per_second(self) -> int:
-        return self.frame * self.rate
-
-    def fields(self, **changes: Any) -> dict[str, Any]:
-        """OPEN request fields (``gref_directory`` to be added), with ``changes``."""
-        out: dict[str, Any] = {"pcm_rate": self.rate, "pcm_format": int(self.fmt),
-                               "pcm_channels": self.channels, "buffer_sz": self.buffer_sz,
-                               "period_sz": self.period_sz}
-        out.update(changes)
-        return out
-
-    def args(self) -> tuple[int, PcmFormat, int, int, int]:
-        """Positional arguments of :meth:`FrontendStream.open`."""
-        return self.rate, self.fmt, self.channels, self.buffer_sz, self.period_sz
-
-
-_PREFERRED_FORMATS = (PcmFormat.S16_LE, PcmFormat.S32_LE, PcmFormat.U8, PcmFormat.S8)
-
-
 def pick_open_params(hw: Any, *, buffer_bytes: int = 16384, periods: int = 4,
                      rate: int | None = None) -> OpenParams:
-    """A configuration inside the stream's configured space (``StreamConfig.hw``, a
-    :class:`~harness.card_config.PcmHw`): a fixed-width format (S16_LE first),
-    48 kHz when offered, 2 channels when allowed, a buffer of at most ``buffer_bytes`` (and
-    at most ``buffer-size``) in ``periods`` equal periods of whole frames."""
-    fixed = [f for f in hw.formats if PCM_FORMATS[f].width]
-    if not fixed:
-        raise ValueError("the stream offers no format with a fixed frame size")
-    fmt = next((f for f in _PREFERRED_FORMATS if f in fixed), min(fixed))
-    rates = sorted(hw.rates) or [hw.rate_min, hw.rate_max]
-    if rate is None:
-        rate = 48000 if (48000 in rates or (hw.rates_continuous and hw.rate_min <= 48000
-                                            <= hw.rate_max)) else rates[-1]
-    channels = 2 if hw.channels_min <= 2 <= hw.channels_max else hw.channels_min
-    frame = PCM_FORMATS[fmt].frame_size(channels)
-    limit = min(buffer_bytes, hw.buffer_bytes_max)
-    period = max(1, limit // (periods * frame)) * frame
-    return OpenParams(rate, fmt, channels, period * periods, period)
+    """:func:`~harness.frontend.open_params.choose_open_params` by a byte budget: a buffer
+    of at most ``buffer_bytes`` in ``periods`` periods (ValueError when impossible)."""
+    p = choose_open_params(hw, buffer_bytes=buffer_bytes, periods=periods, rate=rate)
+    if p is None:
+        raise ValueError("the stream offers no fixed-width format with room for "
+                         f"{periods} periods")
+    return p
 
 
 # --- hostile page directories ------------------------------------------------------------

@@ -12,25 +12,23 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from harness.card_config import LINUX_MIN_PERIOD_SIZE, PcmHw
+from harness.card_config import PcmHw
 from harness.certify.outcomes import not_applicable
 from harness.frontend.errors import FrontendError
+from harness.frontend.open_params import OpenParams, choose_open_params
 from harness.frontend.shbuf import SharedBuffer
 from harness.frontend.stream import FrontendStream
 from harness.frontend.stream_core import Phase, Response
 from protocol_models import codec
-from protocol_models.constants import PCM_FORMATS, XEN_PAGE_SIZE, Op, PcmFormat, frame_size
+from protocol_models.constants import XEN_PAGE_SIZE, Op
 
 if TYPE_CHECKING:
     from harness.frontend.driver import FrontendDevice
 
 #: Ids of raw requests: far from the typed per-stream counter (which restarts at 0).
 RAW_ID_BASE = 0xF000
-_PREFERRED_FORMAT = PcmFormat.S16_LE
-_PREFERRED_RATE = 48000
 
 
 def pick_stream(dev: FrontendDevice, kind: str) -> FrontendStream | None:
@@ -38,13 +36,26 @@ def pick_stream(dev: FrontendDevice, kind: str) -> FrontendStream | None:
     return next((s for s in dev.streams if s.type == kind), None)
 
 
+def stream_of(owner: Any, kind: str) -> FrontendStream:
+    """The first stream of type ``kind`` of a device (or of a case's ``dev``); the case is
+    N/A when the card has none."""
+    stream = pick_stream(getattr(owner, "dev", owner), kind)
+    if stream is None:
+        not_applicable(f"no {'playback' if kind == 'p' else 'capture'} stream on this card")
+    return stream
+
+
+def closed(stream: FrontendStream) -> FrontendStream:
+    """The stream in a known state: CLOSEd (whatever an earlier case left)."""
+    stream.close()
+    return stream
+
+
 def stream_and_params(dev: FrontendDevice, kind: str, **params: Any
                       ) -> tuple[FrontendStream, OpenParams]:
     """The card's first stream of type ``kind`` and OPEN parameters for it
     (:func:`pick_open_params` keywords); the case is N/A when the card offers neither."""
-    stream = pick_stream(dev, kind)
-    if stream is None:
-        not_applicable(f"no {'playback' if kind == 'p' else 'capture'} stream on this card")
+    stream = stream_of(dev, kind)
     p = pick_open_params(stream.config.hw, **params)
     if p is None:
         not_applicable(f"stream {stream.path}: no configuration with a fixed frame size "
@@ -52,62 +63,12 @@ def stream_and_params(dev: FrontendDevice, kind: str, **params: Any
     return stream, p
 
 
-@dataclass(frozen=True)
-class OpenParams:
-    rate: int
-    fmt: PcmFormat
-    channels: int
-    buffer_sz: int  # octets
-    period_sz: int  # octets; 0 = no CUR_POS (SND-E-02)
-
-    @property
-    def frame(self) -> int:
-        return frame_size(self.fmt, self.channels)
-
-    @property
-    def bytes_per_s(self) -> int:
-        return self.frame * self.rate
-
-    def seconds(self, octets: int) -> float:
-        """Play time of ``octets`` at this rate."""
-        return octets / self.bytes_per_s
-
-    def frames(self, n: int) -> int:
-        """``n`` frames in octets."""
-        return n * self.frame
-
-    def but(self, **changes: Any) -> OpenParams:
-        return replace(self, **changes)
-
-    def open_kwargs(self) -> dict[str, Any]:
-        return {"rate": self.rate, "fmt": self.fmt, "channels": self.channels,
-                "buffer_sz": self.buffer_sz, "period_sz": self.period_sz}
-
-    def __str__(self) -> str:
-        return (f"{self.fmt.name} {self.rate} Hz x{self.channels}, buffer {self.buffer_sz}, "
-                f"period {self.period_sz}")
-
-
 def pick_open_params(hw: PcmHw, *, period_ms: float = 10.0, periods: int = 8
                      ) -> OpenParams | None:
-    """A configuration inside the stream's space: S16_LE and 48 kHz when offered (else the
-    lowest format with a fixed frame size and the highest rate), 2 channels when allowed,
-    a period of about ``period_ms`` (at least Linux's 64 octets), ``periods`` periods per
-    buffer as far as ``buffer-size`` allows. None when not even two periods fit."""
-    fmts = sorted(f for f in hw.formats if PCM_FORMATS[f].width)
-    if not fmts:
-        return None
-    fmt = _PREFERRED_FORMAT if _PREFERRED_FORMAT in fmts else fmts[0]
-    rates = [r for r in hw.rate_list if hw.rate_min <= r <= hw.rate_max] or [hw.rate_max]
-    rate = _PREFERRED_RATE if _PREFERRED_RATE in rates else max(rates)
-    channels = min(max(2, hw.channels_min), hw.channels_max)
-    frame = frame_size(fmt, channels)
-    period_frames = max(round(rate * period_ms / 1000), -(-LINUX_MIN_PERIOD_SIZE // frame))
-    period_sz = period_frames * frame
-    n = min(periods, hw.buffer_bytes_max // period_sz)
-    if n < 2:
-        return None
-    return OpenParams(rate, fmt, channels, n * period_sz, period_sz)
+    """:func:`~harness.frontend.open_params.choose_open_params` by duration: periods of
+    about ``period_ms``, ``periods`` of them as far as ``buffer-size`` allows (None when
+    not even two fit)."""
+    return choose_open_params(hw, period_ms=period_ms, periods=periods)
 
 
 def ensure_closed(stream: FrontendStream) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from harness.frontend.driver import FrontendDevice
 from harness.frontend.errors import FrontendError
-from protocol_models.constants import PcmFormat, frame_size
+from harness.frontend.open_params import choose_open_params
 
-PERIODS = 2
-PERIOD_FRAMES = 256
+PERIODS = 2  # written before START
+BUFFER_BYTES = 4096  # four periods of 256 stereo S16 frames
 
 
 def sanity_problem(dev: FrontendDevice | None, timeout: float) -> str | None:
@@ -20,13 +20,10 @@ def sanity_problem(dev: FrontendDevice | None, timeout: float) -> str | None:
     stream = next((s for s in dev.streams if s.type == "p" and s.connected), None)
     if stream is None:
         return None
-    hw = stream.config.hw
-    fmt = PcmFormat.S16_LE if PcmFormat.S16_LE in hw.formats else min(hw.formats)
-    rate = 48000 if 48000 in hw.rates or hw.rates_continuous else min(hw.rates or {48000})
-    rate = min(max(rate, hw.rate_min), hw.rate_max)
-    channels = max(hw.channels_min, min(2, hw.channels_max))
-    period = PERIOD_FRAMES * frame_size(fmt, channels)
-    buffer = 4 * period
+    p = choose_open_params(stream.config.hw, buffer_bytes=BUFFER_BYTES, periods=4)
+    if p is None:
+        return None  # nothing this small sequence could play on this stream
+    rate, fmt, channels, buffer, period = p.args()
     ms = int(timeout * 1000)
     step = "OPEN"
     try:
