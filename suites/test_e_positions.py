@@ -29,6 +29,7 @@ import itertools
 import pytest
 
 from harness.certify.outcomes import inconclusive
+from harness.certify.plugin import PACING_PROPERTY  # copied into results.json's evidence
 from harness.frontend import violations as V
 from harness.frontend.stream import FrontendStream
 from harness.judge.pacing import judge_pacing
@@ -40,8 +41,8 @@ KINDS = [pytest.param("p", id="playback"), pytest.param("c", id="capture")]
 PACING_ROUNDS = 3
 #: How many periods of silence show that no event is coming.
 QUIET_PERIODS = 6
-#: The ``user_properties`` key carrying the measured pacing distribution.
-PACING_PROPERTY = "sndif-pacing"
+#: At most this many raw (time, position) points go with it (the report's pacing plot).
+PACING_POINTS = 500
 
 
 def _stream(case, kind: str, **params) -> tuple[FrontendStream, OpenParams]:
@@ -51,6 +52,18 @@ def _stream(case, kind: str, **params) -> tuple[FrontendStream, OpenParams]:
 def _wait_time(p: OpenParams, events: int) -> float:
     """Generous time for ``events`` periods to pass (slow machines, start-up)."""
     return 3 * p.seconds(events * p.period_sz) + 1.0
+
+
+def _pacing_samples(samples: list[tuple[int, int]]) -> dict[str, object]:
+    """The raw events as the report plots them: ms since the first event and positions,
+    evenly thinned to at most :data:`PACING_POINTS` (the property stays small)."""
+    if not samples:
+        return {"t_ms": [], "position": [], "thinned_by": 1}
+    step = max(1, -(-len(samples) // PACING_POINTS))
+    kept = samples[::step]
+    t0 = samples[0][0]
+    return {"t_ms": [round((t - t0) / 1e6, 3) for t, _ in kept],
+            "position": [pos for _, pos in kept], "thinned_by": step}
 
 
 def _start(stream: FrontendStream) -> None:
@@ -96,41 +109,26 @@ def test_no_events_before_start_or_after_close(backend_case, kind):
 
 @pytest.mark.clause("SND-E-06", "SND-E-01")
 @pytest.mark.parametrize("kind", KINDS)
-def test_no_events_while_paused(backend_case, kind):
-    """While PAUSED the position does not advance, so no CUR_POS is sent."""
+@pytest.mark.parametrize("trigger", ["PAUSE", "STOP"])
+def test_no_events_while_paused_or_stopped(backend_case, kind, trigger):
+    """While PAUSED, or STOPPED with the stream still open, the position does not advance,
+    so no CUR_POS is sent."""
     stream, p = _stream(backend_case, kind)
     watch = StreamWatch(stream)
     with opened(stream, p):
         pump = Pump(stream, p)
         _start(stream)
         _run_events(stream, p, pump, watch, 2)
-        resp = stream.trigger("PAUSE")
-        assert resp.ok, f"TRIGGER PAUSE while running answered {resp.status} (SND-D-03)"
-        at_pause = stream.position
+        resp = stream.trigger(trigger)
+        assert resp.ok, f"TRIGGER {trigger} while running answered {resp.status} (SND-D-03)"
+        at = stream.position
         late = [e.position for e in watch.quiet_for(p.seconds(QUIET_PERIODS * p.period_sz))]
         bad = watch.violations(V.EVENT_WHILE_STOPPED)
-        stream.trigger("STOP")
-    assert not bad, (f"expected no CUR_POS while PAUSED (SND-E-06); got {len(bad)}: "
-                     f"{bad[0]}; position at PAUSE {at_pause}, events after {late}")
-
-
-@pytest.mark.clause("SND-E-06", "SND-E-01")
-@pytest.mark.parametrize("kind", KINDS)
-def test_no_events_while_stopped(backend_case, kind):
-    """After STOP (stream still open) the position does not advance: no CUR_POS."""
-    stream, p = _stream(backend_case, kind)
-    watch = StreamWatch(stream)
-    with opened(stream, p):
-        pump = Pump(stream, p)
-        _start(stream)
-        _run_events(stream, p, pump, watch, 2)
-        resp = stream.trigger("STOP")
-        assert resp.ok, f"TRIGGER STOP while running answered {resp.status} (SND-D-03)"
-        at_stop = stream.position
-        late = [e.position for e in watch.quiet_for(p.seconds(QUIET_PERIODS * p.period_sz))]
-        bad = watch.violations(V.EVENT_WHILE_STOPPED)
-    assert not bad, (f"expected no CUR_POS while STOPPED (SND-E-06); got {len(bad)}: "
-                     f"{bad[0]}; position at STOP {at_stop}, events after {late}")
+        if trigger == "PAUSE":
+            stream.trigger("STOP")
+    state = "PAUSED" if trigger == "PAUSE" else "STOPPED"
+    assert not bad, (f"expected no CUR_POS while {state} (SND-E-06); got {len(bad)}: "
+                     f"{bad[0]}; position at {trigger} {at}, events after {late}")
 
 
 @pytest.mark.clause("SND-E-02")
@@ -331,7 +329,8 @@ def test_pacing_follows_period(backend_case, kind, request, pacing_tolerance):
         stream.trigger("STOP")
     # evidence on pass too; a user property, not an observation (which would make it INFO)
     request.node.user_properties.append(
-        (PACING_PROPERTY, {**report.evidence, "rounds": rnd, "verdict": report.verdict}))
+        (PACING_PROPERTY, {**report.evidence, "rounds": rnd, "verdict": report.verdict,
+                           "samples": _pacing_samples([(e.t_ns, e.position) for e in evs])}))
     assert report.verdict != "fail", (f"CUR_POS pacing of {p} (SND-E-02): "
                                       f"{'; '.join(report.problems)} [{report.summary()}]")
     if report.verdict == "undecided":
