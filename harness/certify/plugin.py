@@ -26,6 +26,12 @@ unknown clause is a usage error naming the case. Each case's verdict and clauses
 added to its ``user_properties``, so ``--junitxml`` carries them as ``<property>``
 elements (``clauses``, ``verdict``, and ``sndif-case``: the results.json case object).
 
+At the end of the run ``report.html`` (self-contained: inline CSS and SVG plots) and
+``report.md`` are rendered from the final results.json document (:mod:`harness.report.html`,
+:mod:`harness.report.markdown`; ``sndif-harness report`` re-renders them later). A pacing
+case's ``sndif-pacing`` user property (its measured distribution and events) is copied
+into its results.json case as ``evidence.pacing``.
+
 Verdicts and the exit status (0 pass, 1 a MUST/REF clause failed or the backend crashed or
 hung, 3 harness/environment failure): :mod:`harness.report.verdicts`.
 """
@@ -48,11 +54,21 @@ import pytest
 import harness
 from harness.certify.outcomes import OBSERVED
 from harness.report.registry import Citation, Registry, RegistryError, load_registry
-from harness.report.results import CaseRecord, Results, now_iso, write_atomic
+from harness.report.results import (
+    CaseRecord,
+    Results,
+    now_iso,
+    write_atomic,
+    write_text_atomic,
+)
 from harness.report.verdicts import SEVERITY, Phase, Verdict, judge_case
 
 CASE_PROPERTY = "sndif-case"
 RESULTS_FILE = "results.json"
+HTML_FILE = "report.html"
+MARKDOWN_FILE = "report.md"
+#: The user property a pacing case puts its measured distribution in (a dict).
+PACING_PROPERTY = "sndif-pacing"
 _CITES = pytest.StashKey[list[Citation]]()
 _PHASES = pytest.StashKey[list[Phase]]()
 _DURATION = pytest.StashKey[float]()
@@ -159,9 +175,12 @@ def _judge_item(item: pytest.Item, phases: list[Phase], duration: float) -> dict
     observations = [v for k, v in item.user_properties if k == OBSERVED]
     j = judge_case(phases, cites, observed=bool(observations),
                    strict=_strict(item.config))
+    evidence = _evidence(item, j.backend, j.verdict)
+    pacing = next((v for k, v in item.user_properties if k == PACING_PROPERTY), None)
+    if pacing is not None:
+        evidence["pacing"] = pacing
     rec = CaseRecord(item.nodeid, j.verdict, cites, duration, j.phase, j.message,
-                     j.expected, j.actual, j.absolute, observations, j.backend,
-                     _evidence(item, j.backend, j.verdict))
+                     j.expected, j.actual, j.absolute, observations, j.backend, evidence)
     return rec.as_dict()
 
 
@@ -198,6 +217,7 @@ class CertifyReporter:
                                backend=_backend_identity(config), strict=_strict(config))
         self._tr: Any = None
         self._live = False  # a progress line is on the terminal, not yet ended
+        self._report_error = ""  # why report.html/report.md could not be written
 
     # -- collection and terminal set-up ----------------------------------------------------
 
@@ -310,6 +330,7 @@ class CertifyReporter:
         status, _ = self.results.exit_status()
         self.results.run["exit_status"] = status
         self._write(final=True)
+        self._write_reports()
         session.exitstatus = status
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -346,9 +367,27 @@ class CertifyReporter:
         tr.write_line(f"overall: {doc['summary']['reason']}{strict}; exit status {status}",
                       bold=True, red=status != 0, green=status == 0)
         tr.write_line(f"report: {self.path}")
+        if self._report_error:
+            tr.write_line(f"report.html/report.md not written: {self._report_error}",
+                          red=True)
+        else:
+            tr.write_line(f"report: {self.out / HTML_FILE} and {MARKDOWN_FILE}")
 
     def _write(self, final: bool = False) -> None:
         write_atomic(self.path, self.results.document(final=final))
+
+    def _write_reports(self) -> None:
+        """report.html and report.md from the final results.json document. A rendering
+        bug must not cost the run its verdict: it is said at the end, not raised."""
+        doc = self.results.document(final=True)
+        try:
+            from harness.report.html import render_html
+            from harness.report.markdown import render_markdown
+
+            write_text_atomic(self.out / HTML_FILE, render_html(doc))
+            write_text_atomic(self.out / MARKDOWN_FILE, render_markdown(doc))
+        except Exception as exc:  # said in the terminal summary
+            self._report_error = f"{type(exc).__name__}: {exc}"
 
 
 def _run_facts(config: pytest.Config, out: Path) -> dict[str, Any]:

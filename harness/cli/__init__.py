@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "harness.cli.demo_cmd",
     "harness.cli.defects_cmd",
     "harness.cli.certify_cmd",
+    "harness.cli.report_cmd",
 )
 
 

@@ -30,7 +30,16 @@ Schema ``sndif-harness/results/1`` (one JSON object)::
                  "expected X, got Y"; else null), absolute (a supervisor verdict, not
                  lowered by the clause levels), observations ([{what, value}]),
                  backend (the supervisor's verdict object, or null), evidence ({trace,
-                 backend_log: paths relative to report_dir when inside it, log_excerpt})
+                 backend_log: paths relative to report_dir when inside it, log_excerpt,
+                 and pacing for the pacing cases: the ``sndif-pacing`` property of
+                 suites/test_e_positions.py, i.e. the distributions of
+                 harness.judge.pacing (events, period_sz, frame_size, rate,
+                 ideal_interval_ms, interval_ms, step_octets, events_per_period,
+                 throughput_ratio, tolerance), rounds, verdict, and samples {t_ms (since
+                 the first event), position (octets), thinned_by} of at most 500 points})
+
+The reports (``report.html``, ``report.md``: :mod:`harness.report.html`,
+:mod:`harness.report.markdown`) are rendered from this document alone.
 
 Verdicts are those of :mod:`harness.report.verdicts` ("N/A" is spelled so).
 """
@@ -164,13 +173,21 @@ class Results:
 def write_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
     """Write ``document`` as JSON to ``path`` so that a reader only ever sees a complete
     file: a temporary file in the same directory, fsync'ed, then renamed over it."""
+    write_text_atomic(path, json.dumps(document, indent=1, default=str) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` as :func:`write_atomic` does (temporary file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
     try:
+        # mkstemp makes it 0600; a report is for sharing: the process umask decides
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=1, default=str)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -179,4 +196,40 @@ def write_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> None
         raise
 
 
-__all__ = ["SCHEMA", "CaseRecord", "Results", "now_iso", "write_atomic"]
+class ResultsError(ValueError):
+    """A file that is not a readable results.json (the message is one line)."""
+
+
+def read_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A results.json document, checked enough to render: its schema and the keys the
+    reports read. Raises :class:`ResultsError` naming what is wrong."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ResultsError(f"{path}: is a directory, not a results.json") from None
+    except OSError as exc:
+        raise ResultsError(f"{path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ResultsError(f"{path}: not a results.json of schema {SCHEMA} (got {got!r})")
+    shapes = {"run": dict, "backend": dict, "summary": dict, "clauses": list, "cases": list}
+    for key, kind in shapes.items():
+        if not isinstance(doc.get(key), kind):
+            raise ResultsError(f"{path}: '{key}' missing or not a JSON "
+                               f"{'object' if kind is dict else 'array'}")
+    return doc
+
+
+def verdict_rank(verdict: str) -> int:
+    """Where a verdict's text sorts, worst first (:data:`SEVERITY`); unknown text last."""
+    names = [v.value for v in SEVERITY]
+    return names.index(verdict) if verdict in names else len(names)
+
+
+__all__ = ["SCHEMA", "CaseRecord", "Results", "ResultsError", "now_iso", "read_results",
+           "verdict_rank", "write_atomic", "write_text_atomic"]
