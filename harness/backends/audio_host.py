@@ -341,6 +341,26 @@ class AudioHost:
         for f in self.dir.glob("source-*.raw"):
             f.unlink(missing_ok=True)
 
+    # --- the daemon failing (suites: the sound server dying) -----------------------------
+
+    def kill_daemon(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the sound server as a crash would: every client loses its connection."""
+        if self._daemon is not None and self._daemon.poll() is None:
+            self._daemon.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._daemon.wait(5.0)
+
+    def restart(self) -> None:
+        """Stop the daemon (and this host's own clients, which die with it anyway) and
+        start it again: same configuration, socket, sink and source."""
+        self.stop_source()
+        self._stop_recorder()
+        if self._daemon is not None:
+            stop_process(self._daemon, timeout=5.0)
+            self._daemon = None
+        self.socket.unlink(missing_ok=True)  # a killed daemon leaves its socket behind
+        self.start()
+
     # --- tear-down ------------------------------------------------------------------------
 
     def close(self, keep_log: Path | None = None) -> None:
