@@ -13,9 +13,9 @@ Not tested here:
   simulated Xen beyond the grant accounting the supervisor checks (a sanitizer build of
   the backend reports it as a CRASH). Offset/length bounds and directory chains are area
   C's cases (SND-C-04, C-09).
-* To do once the simulator's fault injection (``sim.inject_fault``) lands: grant map
-  failures during OPEN (SND-G-05: -EFAULT/-ENOMEM/-ENXIO, no crash), event-channel
-  notification loss, XenStore errors during connection.
+* Platform failures (grant map at OPEN, event-channel notify, XenStore writes), backend
+  restarts and the sound server dying: ``test_g_platform.py``; an idle backend's CPU:
+  ``test_g_resources.py``.
 """
 
 from __future__ import annotations
