@@ -147,6 +147,22 @@ def test_the_source_plays_the_known_signal_sample_exact(pulse, tmp_path):
     assert r.overlap_frames > RATE // 10
 
 
+def test_a_killed_sound_server_is_restarted_with_the_same_devices(pulse, tmp_path):
+    """kill_daemon() is a crash (clients fail); restart() brings the same server back:
+    the same socket, sink and source, recording again sample-exact."""
+    sig = noise(FMT, CH, RATE // 4, seed=3)
+    with running_audio_host(tmp_path, RATE, FMT, CH) as host:
+        host.kill_daemon()
+        assert not host._pactl_ok()
+        host.restart()
+        assert host._pactl_ok() and host.sink in host.pactl("list", "short", "sinks")
+        host.start_recording()
+        pacat(host, "playback", sig)
+        rec = host.wait_recorded(lambda b: check_playback(sig, b, FMT, CH, RATE).match, 3)
+        host.stop_recording()
+    assert check_playback(sig, rec, FMT, CH, RATE).match
+
+
 # --- ALSA's file plugin ----------------------------------------------------------------------
 
 def test_asoundrc_for_file_is_self_contained(tmp_path):
