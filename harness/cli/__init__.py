@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "harness.cli.defects_cmd",
     "harness.cli.certify_cmd",
     "harness.cli.report_cmd",
+    "harness.cli.fuzz_cmd",
+    "harness.cli.replay_cmd",
 )
 
 
