@@ -26,7 +26,7 @@ import contextlib
 
 import pytest
 
-from harness.frontend.hostile import ManualFrontend, wait_until
+from harness.frontend.hostile import ManualFrontend, taken_over, wait_until
 from harness.judge.evidence import accounting, backend_maps
 from harness.toolstack.apply import DeviceTimeout, create_device, remove_device
 from harness.toolstack.plan import plan_device, plan_removal
@@ -124,26 +124,6 @@ def test_frontend_close_returns_backend_to_initwait(backend_case, state):
     assert backend_case.dev.stream(0).hw_param_query().request is not None
 
 
-@contextlib.contextmanager
-def manual(case):
-    """The case's frontend closed (FE Closing -> BE InitWait -> FE Closed), and a
-    hand-played frontend on its domain; released on the way out."""
-    dev = case.dev
-    paths = [s.path for s in dev.streams]
-    dev.close()
-    mf = ManualFrontend(dev.domain, dev.fe_path, dev.be_path, dev.backend_id, paths)
-    try:
-        mf.allocate()
-        yield mf
-    finally:
-        with contextlib.suppress(XsError):  # the case may have removed the device
-            if mf.be_state() != str(int(S.InitWait)):
-                mf.set_state(int(S.Closing))
-                mf.wait_be_state([S.InitWait], SETTLE_S)
-            mf.set_state(int(S.Closed))
-        mf.release()
-
-
 def connect_by_hand(mf: ManualFrontend, clause: str) -> None:
     """Linux's probe after a restart: Initialising, publish, Initialised; then the backend
     must be Connected and serve every ring."""
@@ -187,7 +167,7 @@ def test_bad_transport_node_then_frontend_restart(backend_case, fault):
     the frontend does not connect the backend on garbage; after a Linux-style frontend
     restart (Closing, Closed, Initialising, publish, Initialised) the backend is back in
     InitWait and connects every stream."""
-    with manual(backend_case) as mf:
+    with taken_over(backend_case.dev, SETTLE_S) as mf:
         mf.set_state(int(S.Initialising))
         mf.publish({mf.paths[0]: FAULTS[fault]})
         mf.set_state(int(S.Initialised))
@@ -207,7 +187,7 @@ def test_states_out_of_order_then_frontend_restart(backend_case, order):
     """FE Initialised before its transport nodes exist, or FE Connected without passing
     Initialised, does not crash or wedge the backend: after a frontend restart it
     connects every stream."""
-    with manual(backend_case) as mf:
+    with taken_over(backend_case.dev, SETTLE_S) as mf:
         mf.set_state(int(S.Initialising))
         if order == "initialised-before-publish":
             mf.set_state(int(S.Initialised))
@@ -234,7 +214,7 @@ def test_removal_and_recreation_beside_hostile_entries(backend_case, backend_sup
     junk = [f"{root}/{j.format(fe=c.frontend_domid)}" for j in JUNK]
     tool = backend_supervisor.world.platform.domain(0)
     try:
-        with manual(backend_case) as mf:
+        with taken_over(backend_case.dev, SETTLE_S) as mf:
             for path in junk:
                 tool.store.write(path, "1" if path.endswith("state") else "garbage")
             removed = remove_device(tool.store, plan_removal(c.frontend_domid,

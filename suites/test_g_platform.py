@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from harness.backends.audio_host import AudioHostError
 from harness.certify.outcomes import inconclusive, not_applicable
 from harness.frontend.errors import ConnectTimeout, FrontendError
-from harness.frontend.hostile import ManualFrontend, wait_until
+from harness.frontend.hostile import taken_over, wait_until
 from harness.frontend.stream import FrontendStream
 from harness.frontend.stream_core import Response
 from harness.judge.evidence import backend_maps
@@ -148,26 +147,6 @@ def test_notify_failures_while_playing_do_not_break_the_backend(backend_case,
         f"{None if close is None else close.status} (SND-G-07)")
 
 
-@contextlib.contextmanager
-def _manual(case) -> Iterator[ManualFrontend]:
-    """The case's frontend closed, and a hand-played one on its domain, released on the
-    way out (the supervisor reconnects the real one before the next case)."""
-    dev = case.dev
-    paths = [s.path for s in dev.streams]
-    dev.close()
-    mf = ManualFrontend(dev.domain, dev.fe_path, dev.be_path, dev.backend_id, paths)
-    try:
-        mf.allocate()
-        yield mf
-    finally:
-        with contextlib.suppress(Exception):  # best effort: the supervisor restarts
-            if mf.be_state() != str(int(S.InitWait)):
-                mf.set_state(int(S.Closing))
-                mf.wait_be_state([S.InitWait], SETTLE_S)
-            mf.set_state(int(S.Closed))
-        mf.release()
-
-
 @pytest.mark.clause("SND-A-16", "SND-A-12")
 def test_xenstore_write_failures_while_connecting_then_frontend_restart(
         backend_case, backend_supervisor):
@@ -179,7 +158,7 @@ def test_xenstore_write_failures_while_connecting_then_frontend_restart(
     sup = backend_supervisor
     faults = _faults(sup)
     domid = sup.world.spec.backend_domid
-    with _manual(backend_case) as mf:
+    with taken_over(backend_case.dev, SETTLE_S) as mf:
         first = mf.wait_be_state([S.InitWait], SETTLE_S)
         assert first == str(int(S.InitWait)), (
             f"SND-A-16: the frontend closed (before any fault): expected BE InitWait "

@@ -37,11 +37,13 @@ from protocol_models.constants import (
     Op,
     XsField,
 )
+from protocol_models.xenbus import XenbusState
 from protocol_models.xenstore import XsError
 
 from .stream_core import Response
 
 if TYPE_CHECKING:
+    from .driver import FrontendDevice
     from .stream import FrontendStream
 
 #: Raw request ids start here, away from the typed API's per-stream counter (B-11).
@@ -403,6 +405,27 @@ class ManualFrontend:
         self.channels.clear()
 
 
+@contextlib.contextmanager
+def taken_over(dev: FrontendDevice, settle_s: float) -> Iterator[ManualFrontend]:
+    """The device's frontend closed (FE Closing -> BE InitWait -> FE Closed) and a
+    hand-played one on its domain; on the way out, best effort (the case may have removed
+    the device or killed the backend: the supervisor restarts what is broken), the same
+    goodbye and everything released."""
+    paths = [s.path for s in dev.streams]
+    dev.close()
+    mf = ManualFrontend(dev.domain, dev.fe_path, dev.be_path, dev.backend_id, paths)
+    try:
+        mf.allocate()
+        yield mf
+    finally:
+        with contextlib.suppress(Exception):
+            if mf.be_state() != str(int(XenbusState.InitWait)):
+                mf.set_state(int(XenbusState.Closing))
+                mf.wait_be_state([XenbusState.InitWait], settle_s)
+            mf.set_state(int(XenbusState.Closed))
+        mf.release()
+
+
 def _resp_fields(raw: bytes) -> tuple[int, int, int, bytes, int]:
     rec = codec.decode_resp(raw)
     return rec.id, rec.operation, rec.status, raw, time.monotonic_ns()
@@ -420,5 +443,6 @@ def index_ahead(stream: FrontendStream, by: int) -> int:
 __all__ = [
     "NO_SUCH_DOMID", "RAW_ID_BASE", "DirShape", "HostileBuffer", "ManualFrontend",
     "OpenParams", "build_buffer", "call", "exchange", "hostile_buffer", "index_ahead",
-    "late_responses", "open_with", "pick_open_params", "raw_id", "wait_until",
+    "late_responses", "open_with", "pick_open_params", "raw_id", "taken_over",
+    "wait_until",
 ]

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from harness.report.identity import identity_rows
 from harness.report.plots import pacing_svg
 from harness.report.results import verdict_rank
 from harness.report.verdicts import SEVERITY
@@ -130,25 +131,7 @@ def _head(doc: Mapping[str, Any]) -> str:
 
 
 def _identity(doc: Mapping[str, Any]) -> str:
-    run, be = doc["run"], doc["backend"]
-    binary = be.get("binary") or {}
-    platform = {"sim": "simulated Xen", "real": "real Xen"}.get(str(run.get("platform")),
-                                                               run.get("platform"))
-    rows: list[tuple[str, Any]] = [
-        ("backend", be.get("spec")), ("kind", be.get("kind")),
-        ("injected defects", ", ".join(map(str, be.get("defects") or [])) or "none"),
-        ("command", be.get("command")),
-        ("binary", binary.get("path")), ("binary sha256", binary.get("sha256")),
-        ("backend version", binary.get("version") or ("unknown" if binary else None)),
-        ("profile", run.get("profile") or "none"),
-        ("harness version", run.get("harness_version")), ("platform", platform),
-        ("started", run.get("started")), ("finished", run.get("finished")),
-        ("state", run.get("state")),
-        ("cases", f"{run.get('cases_done')} done of {run.get('cases_collected')} collected"),
-        ("command line", " ".join(map(str, run.get("command_line") or []))),
-        ("python / pytest", f"{run.get('python')} / {run.get('pytest')}"),
-    ]
-    items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows if v is not None)
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in identity_rows(doc))
     return f'<h2 id="identity">Identity</h2><dl class="id">{items}</dl>'
 
 

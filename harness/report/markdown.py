@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.report.html import NOT_PASSING, VERDICTS, sorted_clauses
+from harness.report.identity import identity_rows
 
 #: What can start emphasis, code, a link, a table cell or a heading inside a line.
 _SPECIAL = re.compile(r"([\\`*_\[\]|~#])")
@@ -55,22 +56,7 @@ def _cut(text: str) -> str:
 
 
 def _identity(doc: Mapping[str, Any]) -> list[str]:
-    run, be = doc["run"], doc["backend"]
-    binary = be.get("binary") or {}
-    platform = {"sim": "simulated Xen", "real": "real Xen"}.get(str(run.get("platform")),
-                                                               run.get("platform"))
-    rows: list[tuple[str, Any]] = [
-        ("backend", be.get("spec")), ("kind", be.get("kind")),
-        ("injected defects", ", ".join(map(str, be.get("defects") or [])) or "none"),
-        ("command", be.get("command")), ("binary", binary.get("path")),
-        ("binary sha256", binary.get("sha256")),
-        ("backend version", binary.get("version") or ("unknown" if binary else None)),
-        ("profile", run.get("profile") or "none"),
-        ("harness", f"{run.get('harness_version')} on {platform}"),
-        ("run", f"{run.get('started')} .. {run.get('finished')} ({run.get('state')}), "
-                f"{run.get('cases_done')} of {run.get('cases_collected')} cases"),
-    ]
-    return [f"- **{k}**: {md(v)}" for k, v in rows if v is not None]
+    return [f"- **{k}**: {md(v)}" for k, v in identity_rows(doc)]
 
 
 def _area_table(doc: Mapping[str, Any]) -> list[str]:
