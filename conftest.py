@@ -91,6 +91,30 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+#: Options that choose the backend under test: given to a run none of whose tests uses a
+#: backend, they would be silently ignored, so they are a usage error instead.
+_BACKEND_FLAGS = ("--backend", "--defect", "--restart-policy", "--vsnd", "--config",
+                  "--audio", "--backend-env", "--unique-id", "--backend-domid")
+#: Fixtures (and the marker, for tests that read the world options themselves, as fuzz
+#: reproducers do) that make a test run against the backend the options choose.
+_BACKEND_USERS = ("backend_supervisor", "backend_case")
+WORLD_OPTIONS_MARK = "world_options"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    given = sorted({a.split("=", 1)[0] for a in session.config.invocation_params.args
+                    if isinstance(a, str) and a.split("=", 1)[0] in _BACKEND_FLAGS})
+    if not given or not session.items:
+        return
+    if any(set(_BACKEND_USERS) & set(getattr(item, "fixturenames", ()))
+           or item.get_closest_marker(WORLD_OPTIONS_MARK) for item in session.items):
+        return
+    raise pytest.UsageError(
+        f"{', '.join(given)}: none of the {len(session.items)} selected test(s) runs "
+        "against a backend, so the option would be ignored (the conformance suites under "
+        "suites/ do; or use 'sndif-harness certify')")
+
+
 def _pacing(config: pytest.Config) -> Any:
     from harness.judge.pacing import PacingTolerance
 

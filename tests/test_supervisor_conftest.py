@@ -49,7 +49,9 @@ def test_bad_options_are_usage_errors(inner: pytest.Pytester, args: list[str],
 def test_options_parse_into_the_supervisor_config(inner: pytest.Pytester) -> None:
     inner.makepyfile("""
         import conftest
+        import pytest
 
+        @pytest.mark.world_options
         def test_config(request):
             c = conftest.supervisor_config(request.config)
             w = c.world
@@ -98,3 +100,29 @@ def test_fixtures_report_a_crash_and_the_run_goes_on(inner: pytest.Pytester,
     assert log.count("==== start #") == 2
     verdicts = (out / "verdicts.jsonl").read_text()
     assert '"outcome":"CRASH"' in verdicts.replace(" ", "")
+
+
+@pytest.mark.parametrize("args", [["--backend", "exec:/bin/false"],
+                                  ["--defect", "hang-on-hw-query"],
+                                  ["--restart-policy=every-case"]])
+def test_backend_options_for_tests_without_a_backend_are_usage_errors(
+        inner: pytest.Pytester, args: list[str]) -> None:
+    """An option that chooses the backend, given to tests that use none, would be silently
+    ignored (and the run would pass against nothing): a usage error instead."""
+    inner.makepyfile("def test_nothing():\n    pass\n")
+    result = inner.runpytest_subprocess(*args, timeout=TIMEOUT)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    flag = args[0].split("=")[0]
+    result.stderr.fnmatch_lines([f"*{flag}: none of the 1 selected test(s) runs against a "
+                                 "backend*"])
+
+
+def test_backend_options_reach_tests_that_read_them(inner: pytest.Pytester) -> None:
+    """A test that uses the backend (here: marked as reading the world options itself, as
+    fuzz reproducers do) takes the option: no usage error."""
+    inner.makepyfile("import pytest\n\n@pytest.mark.world_options\n"
+                     "def test_reads(request):\n"
+                     "    assert request.config.getoption('defect') == ['hang-on-hw-query']\n")
+    result = inner.runpytest_subprocess("--defect", "hang-on-hw-query", "-p",
+                                        "no:cacheprovider", timeout=TIMEOUT)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()

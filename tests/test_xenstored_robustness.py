@@ -191,3 +191,28 @@ def test_garbage_then_close_each_turn(xs: XsSim, healthy: XsClient) -> None:
         s.sendall(junk)
         s.close()
         _check_healthy(xs, healthy, i)
+
+
+def test_watcher_that_disconnects_with_output_queued_is_closed(tmp_path: Path) -> None:
+    """A client that stops reading (its events queue up in the daemon) and then goes away
+    is closed and forgotten: its descriptor and queue freed, no busy loop left behind."""
+    with XsSim(tmp_path) as xs:
+        healthy = xs.client()
+        quitter = xs.raw()
+        quitter.call(XsType.WATCH, b"/q\0quit\0")
+        # enough queued output (an event carries the path) that the daemon stops reading
+        # the client and has writes pending on it (over the kernel's socket buffer)
+        for n in range(600):
+            healthy.write(f"/q/{n}-" + "p" * 2000, b"x")
+        assert xs.server.connection_count == 2
+        quitter.close()
+        deadline = time.monotonic() + 5
+        while xs.server.connection_count > 1:
+            assert time.monotonic() < deadline, "the departed watcher was never closed"
+            healthy.write("/q/poke", b"v")  # more events for it: the daemon must notice
+            time.sleep(0.02)
+        cpu0 = time.process_time()
+        time.sleep(0.5)
+        # the daemon thread idles again (it spun a core when the close was lost)
+        assert time.process_time() - cpu0 < 0.25
+        assert healthy.read("/q/0-" + "p" * 2000) == b"x"

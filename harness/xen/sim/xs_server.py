@@ -295,8 +295,8 @@ class XenstoreServer:
                     sent = client.sock.send(client.outbuf)
                 except (BlockingIOError, InterruptedError):
                     sent = 0
-                except OSError:
-                    pending = None
+                except OSError:  # the peer is gone: close it, or EVENT_WRITE spins
+                    client.doomed = True
                 else:
                     del client.outbuf[:sent]
                 pending = len(client.outbuf) if not client.doomed else None
