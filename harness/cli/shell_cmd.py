@@ -1,0 +1,67 @@
+"""``sndif-harness shell [WORLD OPTIONS] [-c CODE | SCRIPT [ARGS]]``: a world built and a
+Python prompt in it (see :mod:`harness.shell`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness.cli.world_opts import add_world_options, world_from_args
+
+
+def _shell(args: argparse.Namespace) -> int:
+    from harness.cli import UsageError
+    from harness.shell import run_shell
+    from harness.world.world import BackendStartError
+    from harness.xen.api import PlatformError
+
+    spec = world_from_args(args)  # bad options: a usage error before anything starts
+    argv = list(args.args)
+    if args.code is not None and args.script is not None:
+        argv.insert(0, args.script)  # as python -c CODE ARGS: the rest is sys.argv[1:]
+        args.script = None
+    source, filename = args.code, "<string>"
+    if args.script is not None:
+        path = Path(args.script)
+        try:
+            source = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{args.script}: {getattr(exc, 'strerror', None) or exc}"
+                             ) from None
+        filename = str(path)
+    out = Path(args.out) if args.out else Path("reports") / time.strftime(
+        "shell-%Y%m%d-%H%M%S")
+    try:
+        return run_shell(spec, out, source=source, filename=filename, plain=args.plain,
+                         argv=[filename if args.script else "-c", *argv])
+    except (BackendStartError, PlatformError) as exc:
+        first, _, rest = str(exc).partition("\n")
+        print(f"sndif-harness shell: {first}", file=sys.stderr)
+        if rest.strip():
+            print(rest, file=sys.stderr)
+        return 1
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "shell", help="a Python prompt with the models and a connected card (Scapy-style)",
+        description="Build the world (simulated Xen, the backend under test, the vsnd "
+                    "device, the connected reference frontend) and open Python with the "
+                    "sndif models, the card, its streams and helpers (sr, events, play, "
+                    "xs, trace, fault) in scope; or run -c CODE or a SCRIPT in it. "
+                    "Leaving tears everything down.")
+    p.add_argument("-c", dest="code", metavar="CODE", default=None,
+                   help="run this code instead of an interactive prompt")
+    p.add_argument("script", nargs="?", default=None, metavar="SCRIPT",
+                   help="run this Python file instead of an interactive prompt")
+    p.add_argument("args", nargs=argparse.REMAINDER,
+                   help="sys.argv[1:] of the code (options of the shell go before SCRIPT)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="trace and backend log here (default: reports/shell-<time>)")
+    p.add_argument("--plain", action="store_true",
+                   help="the standard library's console even if IPython is installed")
+    add_world_options(p)
+    p.set_defaults(handler=_shell)
