@@ -105,18 +105,26 @@ def test_plays_two_seconds_sample_exact_at_the_sink_with_paced_events(sup: Super
 def test_captures_exactly_what_the_source_produced(sup: Supervisor) -> None:
     host = sup.world.audio_host
     source = noise(FMT, CH, 4 * RATE, seed=12)  # longer than the capture: no silent end
-    with sup.case("capture") as case:
-        host.play_into_source(source)
-        host.wait_source_playing()
-        rep = audio.capture(case.dev.stream("0/1"), RATE, FMT, CH, BUFFER, PERIOD,
-                            seconds=1.0)
-        host.stop_source()
-        assert rep.ok, rep.error
-        assert len(rep.data) == RATE * FSZ
-        r = check_capture(source, rep.data, FMT, CH, RATE, max_lead_frames=RATE // 5)
-        assert r.match, r.detail
-    assert case.verdict is not None and case.verdict.outcome is Outcome.PASS, \
-        case.verdict.describe()
+    # A loaded machine can starve the process that feeds the sound server's source: the
+    # source then plays silence from that point on. That is the audio host's dropout, not
+    # the backend's error, so silence (and only silence) where the signal should be is
+    # tried once more; any other difference fails at once.
+    for attempt in (1, 2):
+        with sup.case(f"capture-{attempt}") as case:
+            host.play_into_source(source)
+            host.wait_source_playing()
+            rep = audio.capture(case.dev.stream("0/1"), RATE, FMT, CH, BUFFER, PERIOD,
+                                seconds=1.0)
+            host.stop_source()
+            assert rep.ok, rep.error
+            assert len(rep.data) == RATE * FSZ
+            r = check_capture(source, rep.data, FMT, CH, RATE, max_lead_frames=RATE // 5)
+            dropout = not r.match and not any(r.actual_samples or (1,))
+            assert r.match or (dropout and attempt == 1), r.detail
+        assert case.verdict is not None and case.verdict.outcome is Outcome.PASS, \
+            case.verdict.describe()
+        if r.match:
+            break
 
 
 def test_frontend_disconnects_and_reconnects(sup: Supervisor) -> None:
