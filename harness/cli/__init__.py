@@ -20,8 +20,12 @@ COMMAND_MODULES = (
     "harness.cli.defects_cmd",
     "harness.cli.certify_cmd",
     "harness.cli.report_cmd",
+    "harness.cli.baseline_cmd",
+    "harness.cli.bundle_cmd",
     "harness.cli.fuzz_cmd",
     "harness.cli.replay_cmd",
+    "harness.cli.shell_cmd",
+    "harness.cli.trace_cmd",
 )
 
 

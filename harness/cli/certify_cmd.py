@@ -6,6 +6,8 @@ certification report. A thin layer over
 run in this process; the options are passed through (see :mod:`harness.certify.plugin`).
 Exit status: 0 no MUST/REF clause failed, 1 one did (or the backend crashed or hung),
 2 usage error, 3 the harness or the environment failed.
+With ``--baseline FILE`` the run is then gated on that baseline (``sndif-harness gate``):
+0 no change, 1 a change; 2 and 3 keep their meaning.
 """
 
 from __future__ import annotations
@@ -64,13 +66,24 @@ def _certify(args: argparse.Namespace) -> int:
     if args.n and importlib.util.find_spec("xdist") is None:
         raise UsageError(f"-n {args.n}: parallel runs need pytest-xdist, which is not "
                          "installed in this environment")
+    if args.baseline is not None:
+        from harness.cli.baseline_cmd import load_baseline
+
+        load_baseline(args.baseline)  # a bad baseline is a usage error before the run
     suites = _suites_dir()
     if not suites.is_dir():
         raise UsageError(f"no suites directory at {suites} (run from a source checkout)")
     rc = int(pytest.main(pytest_args(args, report_dir, suites)))
     if rc == _USAGE:
         return 2
-    return rc if rc in _OURS else 3
+    rc = rc if rc in _OURS else 3
+    if args.baseline is None or rc == 3:
+        return rc  # a harness failure stays one, whatever the baseline says
+    from harness.cli.baseline_cmd import run_gate
+
+    # the run's own 0/1 gives way to the gate's: with a baseline, only a change fails;
+    # with -k the cases left out are not a change
+    return run_gate(args.baseline, str(report_dir / "results.json"), allow_gone=bool(args.k))
 
 
 def _count(text: str) -> int:
@@ -104,4 +117,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="run the cases in N processes (needs pytest-xdist)")
     p.add_argument("--case-timeout", type=positive_float, metavar="S",
                    help="request timeout after which the backend is called hung")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="then gate the run on this baseline (sndif-harness gate): exit 0 "
+                        "no change, 1 a change, 3 still a harness failure")
     p.set_defaults(handler=_certify)

@@ -9,7 +9,8 @@ Schema ``sndif-harness/results/1`` (one JSON object)::
                  state ("running" | "finished" | "interrupted"), harness_version,
                  platform ("sim" | "real"), command_line (argv list), python, pytest,
                  strict (bool), profile (path or null; checked by suites/test_profile.py),
-                 report_dir, cases_collected, cases_done
+                 report_dir, cases_collected, cases_done, complete (false until the run
+                 ended normally: a killed or interrupted run leaves false behind)
     backend      spec (the --backend text), kind ("reference" | "exec" | "attach"),
                  defects (list), out_dir (the supervisor's directory: backend.log,
                  verdicts.jsonl, cases/), binary (exec only, else null: path, sha256,
@@ -116,6 +117,9 @@ class Results:
         self.run.setdefault("started", now_iso())
         self.run.setdefault("finished", None)
         self.run["state"] = "running"
+        # false on disk until finish(): a run killed mid-way (SIGKILL, power loss) cannot
+        # say so itself, so the file says "not complete" from the first write on
+        self.run["complete"] = False
 
     def add(self, record: CaseRecord) -> None:
         self.cases[record.nodeid] = record
@@ -168,6 +172,7 @@ class Results:
     def finish(self, state: str = "finished") -> None:
         self.run["finished"] = now_iso()
         self.run["state"] = state
+        self.run["complete"] = state == "finished"
 
 
 def write_atomic(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
