@@ -9,9 +9,13 @@ message and status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 COMMAND_MODULES = (
     "harness.cli.models_cmd",
@@ -50,14 +54,37 @@ def domid_arg(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse type of a duration or count that must be > 0."""
+    """argparse type of a duration or count that must be a finite number > 0."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
     return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def number_in(low: float, high: float, *, integer: bool = False,
+              unit: str = "") -> Callable[[str], float]:
+    """argparse type of a number in ``low .. high``: every duration and count a user gives
+    is bounded, so that no value runs for ever or grows memory without end."""
+    def parse(text: str) -> float:
+        try:
+            value = int(text, 10) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text}{unit} is out of range ({_num(low)} .. "
+                                             f"{_num(high)}{unit})")
+        return value
+
+    parse.__name__ = "integer" if integer else "number"  # argparse names it in errors
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for a closed pipe or a full disk
+    would otherwise fail again at exit, with a traceback of its own."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -87,8 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sndif-harness: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `sndif-harness defects | head`: an OSError too
+        _silence_stdout()
         return 0
     except OSError as exc:
+        if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            _silence_stdout()  # e.g. `sndif-harness ls >/dev/full`
+            print(f"sndif-harness: cannot write the output: {exc.strerror}", file=sys.stderr)
+            return 2
         if exc.filename is None:
             raise  # not about a path the user gave: a real failure, keep its traceback
         print(f"sndif-harness: {exc.filename}: {exc.strerror}", file=sys.stderr)

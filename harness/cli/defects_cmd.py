@@ -16,7 +16,7 @@ def _defects(args: argparse.Namespace) -> int:
         chosen = [lookup(n) for n in args.names] if args.names else list(CATALOGUE)
     except UnknownDefect as exc:
         raise UsageError(str(exc)) from None
-    if args.area:
+    if args.area is not None:
         area = args.area.upper()
         if area not in AREAS:
             raise UsageError(f"unknown area {args.area!r}; areas are A-H")

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness.cli import positive_float
+from harness.cli import number_in
 from harness.cli.world_opts import add_world_options, world_from_args
 
 
@@ -33,7 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                     "backend on the simulated Xen, play a sine and capture one, check every "
                     "byte and event, and write the trace under reports/.")
     p.add_argument("--out", help="output directory (default: reports/demo-<time>)")
-    p.add_argument("--seconds", type=positive_float, default=2.0,
-                   help="seconds of audio to play")
+    # below half a second too few position events come to judge the pacing by
+    p.add_argument("--seconds", type=number_in(0.5, 600, unit=" s"), default=2.0,
+                   help="seconds of audio to play (0.5 .. 600, default 2)")
     add_world_options(p)
     p.set_defaults(handler=_demo)

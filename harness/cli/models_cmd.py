@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from scapy.packet import Packet
 
-from harness.cli import UsageError
+from harness.cli import UsageError, number_in
 from protocol_models import codec, sndif
 from protocol_models.constants import XEN_PAGE_SIZE, XENSND_MSG_SIZE, PcmFormat
 
@@ -49,9 +49,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     p.set_defaults(handler=cmd_dissect)
 
     p = benches.add_parser("codec", help="Scapy vs fast codec: encode+decode of an OPEN request")
-    p.add_argument("--iterations", type=int, default=3000,
+    p.add_argument("--iterations", type=number_in(1, 1_000_000, integer=True), default=3000,
                    help="Scapy iterations per repeat (the fast codec runs 100x as many)")
-    p.add_argument("--repeats", type=int, default=3, help="best of this many repeats")
+    p.add_argument("--repeats", type=number_in(1, 100, integer=True), default=3,
+                   help="best of this many repeats")
     p.set_defaults(handler=cmd_bench_codec)
 
 
@@ -90,6 +91,8 @@ def describe(cls: type[Packet]) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    if args.name is not None and not args.name.strip():
+        raise UsageError("no message type named '' (give none to list them all)")
     classes = [_find_class(args.name)] if args.name else list(sndif.MESSAGE_CLASSES)
     print("\n\n".join(describe(c) for c in classes))
     return 0
@@ -100,7 +103,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def parse_hex(parts: list[str], read_stdin: Callable[[], str] | None = None) -> bytes:
     """Hex digits from the arguments (or stdin for ``-``); whitespace is ignored."""
     if parts == ["-"]:
-        text = (read_stdin or sys.stdin.read)()
+        if read_stdin is None and sys.stdin is None:  # started with stdin closed
+            raise UsageError("-: there is no standard input to read the hex digits from")
+        try:
+            text = (read_stdin or sys.stdin.read)()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"-: cannot read the hex digits from standard input ({exc})"
+                             ) from None
     else:
         text = " ".join(parts)
     digits = "".join(text.split())

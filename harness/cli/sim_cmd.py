@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli import UsageError, domid_arg, positive_float
+from harness.cli import UsageError, domid_arg, number_in
 from harness.xen.sim import cli as sim_cli
 
 
@@ -30,8 +30,8 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--name", help="the domain's name (XenStore /local/domain/N/name); the "
                                   "domain is created if the sim doesn't have it")
     p.add_argument("--dir", help="directory of a running sim (`sim run --dir`)")
-    p.add_argument("--timeout", type=positive_float,
-                   help="kill the program after this many seconds")
+    p.add_argument("--timeout", type=number_in(0.01, 7 * 86400, unit=" s"),
+                   help="kill the program after this many seconds (omit for none)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS]")
     p.set_defaults(handler=_exec)
 
@@ -51,6 +51,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     run.set_defaults(handler=_run)
     _register_exec(sub)
     b = benches.add_parser("sim", help="xenstore, event-channel and grant-map figures")
-    b.add_argument("--seconds", type=positive_float, default=2.0,
-                   help="time per measurement")
+    b.add_argument("--seconds", type=number_in(0.05, 600, unit=" s"), default=2.0,
+                   help="time per measurement (up to 600)")
     b.set_defaults(handler=_bench)
