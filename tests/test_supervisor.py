@@ -398,3 +398,40 @@ def test_after_a_failed_case_a_sanity_sequence_decides_on_a_restart(tmp_path: Pa
             play_a_few_periods(case.dev)
         assert case.verdict is not None and case.verdict.outcome is Outcome.PASS
         assert sup.starts == 2
+
+
+def test_the_backend_log_is_capped_between_cases_and_read_in_bounded_parts(
+        tmp_path: Path) -> None:
+    """A backend that logs without end neither fills the disk nor the judge's memory: over
+    ``log_cap`` the log is emptied before the next case (saying so), the current case's
+    part is kept whole, and a part larger than the read limit is read as head and tail."""
+    # the reference backend behind a shell that chatters into the log all the time
+    chatter = ('L=$(printf %04000d 0); (while :; do echo "chatter $L"; sleep 0.01; done) & '
+               'exec "$@"')
+    chatty = exec_reference(prefix=["sh", "-c", chatter, "sh"])
+    cap = 10_000
+    with running_supervisor(tmp_path, config(chatty, log_cap=cap)) as sup:
+        sizes, parts = [], []
+        for i in range(6):
+            with sup.case(f"suite::chatty_{i}") as case:
+                for _ in range(40):
+                    assert case.dev.stream("0/0").hw_param_query().ok
+                time.sleep(0.1)  # some chatter in every case
+            assert case.verdict is not None and case.verdict.outcome is Outcome.PASS
+            part = sup.case_log(f"suite::chatty_{i}")
+            assert "chatter" in part and f"end suite::chatty_{i}: PASS ====" in part
+            sizes.append(sup.log_path.stat().st_size)
+            parts.append(len(part))
+        per_case = max(parts)
+        assert per_case > cap // 4, "the backend did not log enough to test the cap"
+        # bounded: never more than the cap plus one case's part (and the marker)
+        assert max(sizes) < cap + 2 * per_case, sizes
+        text = sup.log_path.read_text()
+        assert "bytes dropped" in text
+        with pytest.raises(KeyError):  # the dropped cases' parts are gone, and say so
+            sup.case_log("suite::chatty_0")
+        # a large part is read as its head and tail around what was skipped
+        whole = sup.world.log_text()
+        cut = sup.world.log_text(0, None, max_bytes=1000)
+        assert len(whole) > 2000 and "bytes of the backend log skipped" in cut
+        assert cut.startswith(whole[:200]) and cut.endswith(whole[-200:])

@@ -55,7 +55,7 @@ from harness.trace import Trace, TraceRecord
 from harness.world.backend_proc import status_text
 from harness.world.backend_spec import BackendSpec
 from harness.world.spec import WorldSpec
-from harness.world.world import MARK, BackendStartError, World
+from harness.world.world import BackendStartError, World
 from harness.xen.api import Platform
 from harness.xen.platforms import open_platform
 
@@ -84,6 +84,9 @@ class SupervisorConfig:
     #: consecutive failed restarts after which the run stops trying (each try waits up to
     #: the InitWait timeout): the remaining cases fail fast with the last error
     max_failed_restarts: int = 3
+    #: above this size the backend log is emptied between cases (a backend that logs
+    #: without end must not fill the disk); the current case's part is always kept
+    log_cap: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -132,6 +135,9 @@ class Supervisor:
         self._needs_restart: str | None = None
         self._pending_findings: list[Finding] = []  # from a teardown that needed SIGKILL
         self._cases = 0
+        #: per case: its part of the backend log (start, end; None: to the end)
+        self._case_spans: dict[str, tuple[int, int | None]] = {}
+        self._last_case: str | None = None
         self._failed_restarts = 0
         self._last_restart_error = ""
         self._watchdog: RingWatchdog | None = None
@@ -184,19 +190,16 @@ class Supervisor:
     def mark(self, text: str) -> None:
         self.world.mark(text)
 
-    def log_text(self, start: int = 0) -> str:
-        return self.world.log_text(start)
+    def log_text(self, start: int = 0, end: int | None = None) -> str:
+        return self.world.log_text(start, end)
 
     def case_log(self, nodeid: str) -> str:
-        """The part of the log between this case's marker and the next case's marker."""
-        text = self.log_text()
-        head = f"{MARK} case {nodeid} {MARK}\n"
-        i = text.rfind(head)
-        if i < 0:
+        """The part of the log between this case's marker and the next case's marker
+        (read by offsets recorded as the cases began: never the whole log)."""
+        span = self._case_spans.get(nodeid)
+        if span is None:
             raise KeyError(f"no case {nodeid!r} in {self.log_path}")
-        i += len(head)
-        j = text.find(f"{MARK} case ", i)
-        return text[i:] if j < 0 else text[i:j]
+        return self.log_text(*span)
 
     def begin_case(self, nodeid: str) -> CaseRun:
         """Restart if the last case broke the backend (or by policy), mark the log."""
@@ -223,7 +226,16 @@ class Supervisor:
                 self._needs_restart = f"the last restart failed: {exc}"  # retried next case
                 raise BackendStartError(f"restart before {nodeid} failed: {exc}") from exc
             self._failed_restarts = 0
+        if self.world.log_size() > self.config.log_cap:
+            self.world.truncate_log(f"backend log over {self.config.log_cap} bytes, the "
+                                    "earlier cases' part removed")
+            self._case_spans.clear()
+        if self._last_case is not None and self._last_case in self._case_spans:
+            self._case_spans[self._last_case] = (self._case_spans[self._last_case][0],
+                                                 self.world.log_size())
         self.mark(f"case {nodeid}")
+        self._case_spans[nodeid] = (self.world.log_size(), None)
+        self._last_case = nodeid
         if self._watchdog is not None:
             self._watchdog.reset()
         trace = self._trace

@@ -44,6 +44,8 @@ from protocol_models.xenbus import XenbusState
 
 MARK = "===="
 _EXCERPT_LINES = 40
+#: The most of the backend log read into memory at once (see :meth:`World.log_text`).
+LOG_READ_MAX = 8 * 1024 * 1024
 _ROOT = str(Path(__file__).resolve().parents[2])  # Python backends import this package
 
 
@@ -113,13 +115,40 @@ class World:
         if self._log_fd is not None:
             os.write(self._log_fd, f"{MARK} {text} {MARK}\n".encode())
 
-    def log_text(self, start: int = 0) -> str:
+    def log_text(self, start: int = 0, end: int | None = None,
+                 max_bytes: int = LOG_READ_MAX) -> str:
+        """The backend log from ``start`` to ``end`` (EOF). A part longer than
+        ``max_bytes`` is read as its head and its longer tail (where a crash's report
+        lands) around a line saying what was skipped: a backend that logs gigabytes
+        costs the judge no more memory than this."""
         try:
             with open(self.log_path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                end = size if end is None else min(end, size)
+                if end - start <= max_bytes:
+                    fh.seek(start)
+                    return fh.read(max(0, end - start)).decode("utf-8", "replace")
+                head_n = max_bytes // 4
                 fh.seek(start)
-                return fh.read().decode("utf-8", "replace")
+                head = fh.read(head_n)
+                fh.seek(end - (max_bytes - head_n))
+                tail = fh.read(max_bytes - head_n)
         except OSError:
             return ""
+        skipped = end - start - len(head) - len(tail)
+        return (head.decode("utf-8", "replace")
+                + f"\n[... {skipped} bytes of the backend log skipped ...]\n"
+                + tail.decode("utf-8", "replace"))
+
+    def truncate_log(self, note: str) -> int:
+        """Empty the backend log (the backend appends, O_APPEND: its next line lands at
+        the new start) and say why in it; returns the bytes dropped."""
+        if self._log_fd is None:
+            return 0
+        dropped = self.log_size()
+        os.ftruncate(self._log_fd, 0)
+        self.mark(f"{note}: {dropped} bytes dropped")
+        return dropped
 
     def log_size(self) -> int:
         try:
