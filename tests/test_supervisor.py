@@ -435,3 +435,32 @@ def test_the_backend_log_is_capped_between_cases_and_read_in_bounded_parts(
         cut = sup.world.log_text(0, None, max_bytes=1000)
         assert len(whole) > 2000 and "bytes of the backend log skipped" in cut
         assert cut.startswith(whole[:200]) and cut.endswith(whole[-200:])
+
+
+DAEMONIZE = ("import os, sys\n"
+             "if os.fork(): os._exit(0)\n"  # the first process exits 0 at once
+             "os.setsid()\n"
+             "if os.fork(): os._exit(0)\n"
+             "os.execvp(sys.argv[1], sys.argv[1:])\n")
+
+
+def test_a_backend_that_daemonizes_stays_supervised(tmp_path: Path) -> None:
+    """A backend that forks into a new session and lets its first process exit is still
+    the backend: no CRASH for the exit, no second backend started beside it, and every
+    process of it gone after the run."""
+    from harness.world.backend_proc import processes_with
+
+    spec = exec_reference(prefix=[sys.executable, "-c", DAEMONIZE])
+    with running_supervisor(tmp_path, config(spec)) as sup:
+        proc = sup.world.backend
+        assert proc is not None
+        for i in range(2):
+            with sup.case(f"suite::daemonized_{i}") as case:
+                play_a_few_periods(case.dev)
+            assert case.verdict is not None and case.verdict.outcome is Outcome.PASS, \
+                case.verdict.describe()
+        assert proc.proc.poll() == 0 and proc.escaped  # the daemon serves
+        assert sup.starts == 1
+        daemon = processes_with(proc.token)
+        assert daemon and os.getsid(daemon[0]) != os.getsid(0)
+    assert processes_with(proc.token) == [], "the daemonized backend outlived the run"
