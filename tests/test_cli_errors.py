@@ -65,3 +65,25 @@ def test_output_to_a_full_device_or_a_closed_pipe() -> None:
     proc = subprocess.run(f"{sys.executable} -m harness ls | head -1", shell=True,
                           capture_output=True, text=True, timeout=60)
     assert proc.stdout.startswith("XenSndReq") and proc.stderr == "", proc.stderr
+
+
+def test_ctrl_c_while_the_program_starts_is_quiet() -> None:
+    """Ctrl-C while the commands' modules are imported ends with 130 and no traceback."""
+    code = ("import sys; sys.argv[0] = 'sndif-harness'\n"
+            "import os, signal, harness.cli\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "import time; time.sleep(5)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_ctrl_c_while_the_parser_is_built(monkeypatch, capsys) -> None:
+    import harness.cli as cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["ls"]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -8,13 +8,24 @@ message and status 2, never a traceback.
 
 from __future__ import annotations
 
+import signal
+import sys
+
+if sys.argv and sys.argv[0].endswith("sndif-harness"):
+    # Run as the program: a Ctrl-C while the commands' modules are still being imported
+    # (before main's own handling) ends quietly with the shell's status for SIGINT. main()
+    # puts Python's handler back.
+    def _early_interrupt(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, _early_interrupt)
+
 import argparse
 import contextlib
 import errno
 import importlib
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 COMMAND_MODULES = (
@@ -112,11 +123,15 @@ def _silence_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse said why on stderr; return, so callers can test it
         return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("sndif-harness: interrupted", file=sys.stderr)
+        return 130
     try:
         return int(args.handler(args) or 0)
     except UsageError as exc:
