@@ -69,6 +69,8 @@ HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 #: The user property a pacing case puts its measured distribution in (a dict).
 PACING_PROPERTY = "sndif-pacing"
+# the cases as Allure results (when allure-pytest writes them: --alluredir)
+pytest_plugins = ("harness.certify.allure_results",)
 _CITES = pytest.StashKey[list[Citation]]()
 _PHASES = pytest.StashKey[list[Phase]]()
 _DURATION = pytest.StashKey[float]()

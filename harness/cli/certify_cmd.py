@@ -36,7 +36,8 @@ def _suites_dir() -> Path:
 def pytest_args(args: argparse.Namespace, report_dir: Path, suites: Path) -> list[str]:
     """The pytest command line of a certify invocation."""
     out = [str(suites), "-p", "harness.certify.plugin", "--report-dir", str(report_dir),
-           f"--junitxml={report_dir / 'junit.xml'}"]
+           f"--junitxml={report_dir / 'junit.xml'}",
+           f"--alluredir={report_dir / 'allure-results'}"]
     out += option_args(lambda name: getattr(args, name))
     for opt in ("profile", "case_timeout"):
         value = getattr(args, opt)

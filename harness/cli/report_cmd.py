@@ -7,6 +7,9 @@ e.g. after the renderer improved or for a run whose report was lost. Default out
 side by side, clause by clause (:mod:`harness.report.compare`). Default output:
 ``compare.html`` / ``compare.md`` in the current directory; the format follows ``-o``'s
 suffix (``.md``) unless ``--format`` says.
+
+``sndif-harness report allure REPORT_DIR [-o DIR]``: the Allure HTML report of a certify run
+(:mod:`harness.cli.allure_cmd`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,12 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.format == "compare":
         return _compare(args)
+    if args.format == "allure":  # REPORT_DIR → the Allure HTML (harness.cli.allure_cmd)
+        from harness.cli.allure_cmd import report_allure
+
+        if args.compare_format is not None:
+            raise UsageError("--format: only for report compare")
+        return report_allure(args)
     if args.compare_format is not None:
         raise UsageError(f"--format: only for report compare (report {args.format} is "
                          f"{args.format} already)")
@@ -103,10 +112,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                     "report.md from the results.json a certify run wrote; or, with "
                     "compare, several runs side by side, clause by clause, differences "
                     "first.")
-    p.add_argument("format", choices=[*sorted(_DEFAULT_NAME), "compare"],
-                   help="html or md (one run), or compare (several)")
+    p.add_argument("format", choices=[*sorted(_DEFAULT_NAME), "compare", "allure"],
+                   help="html or md (one run), compare (several), or allure (the Allure "
+                        "HTML of a certify REPORT_DIR, built offline with the npm package "
+                        "allure 3; exit 3 with how to get it when absent)")
     p.add_argument("results", metavar="RESULTS.json", nargs="+",
-                   help="the run's results.json (compare: two or more)")
+                   help="the run's results.json (compare: two or more; allure: the "
+                        "certify report directory)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write it (default: report.html/report.md next to "
                         "RESULTS.json, compare.html/compare.md here; - for standard "
