@@ -1,18 +1,18 @@
-"""``sndif-harness ls``, ``dissect`` and ``bench codec``: the sndif models from the shell."""
+"""``sndif-harness ls`` and ``dissect``: the sndif models from the shell (``bench codec`` is
+in :mod:`harness.cli.bench_cmd`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from scapy.packet import Packet
 
-from harness.cli import UsageError, number_in
+from harness.cli import UsageError
 from protocol_models import codec, sndif
-from protocol_models.constants import XEN_PAGE_SIZE, XENSND_MSG_SIZE, PcmFormat
+from protocol_models.constants import XEN_PAGE_SIZE, XENSND_MSG_SIZE
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("hex", nargs="+", metavar="HEX|-",
                    help="hex digits (whitespace allowed), or - to read them from stdin")
     p.set_defaults(handler=cmd_dissect)
-
-    p = benches.add_parser("codec", help="Scapy vs fast codec: encode+decode of an OPEN request")
-    p.add_argument("--iterations", type=number_in(1, 1_000_000, integer=True), default=3000,
-                   help="Scapy iterations per repeat (the fast codec runs 100x as many)")
-    p.add_argument("--repeats", type=number_in(1, 100, integer=True), default=3,
-                   help="best of this many repeats")
-    p.set_defaults(handler=cmd_bench_codec)
 
 
 # --- ls --------------------------------------------------------------------------------------
@@ -133,48 +126,4 @@ def cmd_dissect(args: argparse.Namespace) -> int:
     pkt = kind.cls(data)
     print(pkt.summary())
     print(pkt.show(dump=True), end="")
-    return 0
-
-
-# --- bench codec -----------------------------------------------------------------------------
-
-def _best_us(fn: Callable[[], object], iterations: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(iterations):
-            fn()
-        best = min(best, time.perf_counter() - start)
-    return best / iterations * 1e6
-
-
-def cmd_bench_codec(args: argparse.Namespace) -> int:
-    if args.iterations < 1 or args.repeats < 1:
-        raise UsageError("--iterations and --repeats must be at least 1")
-    fmt = int(PcmFormat.S16_LE)
-
-    # Both sides do the same work: build from keyword fields, serialise, parse, read a field.
-    def with_scapy() -> object:
-        raw = bytes(sndif.XenSndReq(id=7) / sndif.OpenReq(
-            pcm_rate=48000, pcm_format=fmt, pcm_channels=2, buffer_sz=65536,
-            gref_directory=1234, period_sz=4096))
-        return sndif.XenSndReq(raw)[sndif.OpenReq].pcm_rate
-
-    encode, decode = codec.OPEN_REQ.encode, codec.decode_req
-
-    def with_codec() -> object:
-        raw = encode(id=7, pcm_rate=48000, pcm_format=fmt, pcm_channels=2, buffer_sz=65536,
-                     gref_directory=1234, period_sz=4096)
-        return decode(raw).pcm_rate
-
-    if with_scapy() != with_codec():
-        raise RuntimeError("Scapy and the fast codec disagree")
-    fast_iterations = args.iterations * 100
-    scapy_us = _best_us(with_scapy, args.iterations, args.repeats)
-    codec_us = _best_us(with_codec, fast_iterations, args.repeats)
-    print("bench codec: encode+decode of a 64-byte OPEN request "
-          f"(best of {args.repeats} repeats)")
-    print(f"  scapy:      {scapy_us:10.3f} us  ({args.iterations} iterations)")
-    print(f"  fast codec: {codec_us:10.3f} us  ({fast_iterations} iterations)")
-    print(f"  ratio:      {scapy_us / codec_us:10.1f} x  (target >= 100)")
     return 0

@@ -1,4 +1,5 @@
-"""``sndif-harness sim run`` (the simulated Xen in the foreground) and ``bench sim``."""
+"""``sndif-harness sim run`` (the simulated Xen in the foreground) and ``sim exec``
+(``bench sim`` is in :mod:`harness.cli.bench_cmd`)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,6 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=_exec)
 
 
-def _bench(args: argparse.Namespace) -> int:
-    sim_cli.run_bench(args.seconds)
-    return 0
-
-
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
              benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = commands.add_parser("sim", help="the simulated Xen")
@@ -50,7 +46,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     run.add_argument("--dir", help="directory for the sockets (default: a new temporary one)")
     run.set_defaults(handler=_run)
     _register_exec(sub)
-    b = benches.add_parser("sim", help="xenstore, event-channel and grant-map figures")
-    b.add_argument("--seconds", type=number_in(0.05, 600, unit=" s"), default=2.0,
-                   help="time per measurement (up to 600)")
-    b.set_defaults(handler=_bench)
