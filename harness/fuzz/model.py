@@ -10,9 +10,12 @@ may not take) the state is UNKNOWN and nothing is expected until OPEN or CLOSE s
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from protocol_models.constants import Op, Trigger
+from harness.card_config import PcmHw
+from protocol_models.constants import Op, PcmFormat, Trigger
 
 
 class State(enum.Enum):
@@ -47,6 +50,7 @@ MUST_TAKE: dict[tuple[State, int], State] = {
     (State.RUNNING, Trigger.PAUSE): State.PAUSED,
     (State.RUNNING, Trigger.STOP): State.OPENED,
     (State.PAUSED, Trigger.RESUME): State.RUNNING,
+    (State.PAUSED, Trigger.START): State.RUNNING,  # D-05: START while PAUSED must work
     (State.PAUSED, Trigger.STOP): State.OPENED,
 }
 #: Where a trigger the backend took (status 0) leads when the spec leaves it open.
@@ -78,6 +82,9 @@ class StreamModel:
         if op == Op.CLOSE:
             if s in OPEN_STATES:
                 return Expectation(Expect.SUCCESS, "CLOSE of an open stream", "SND-C-12")
+            if s is State.CLOSED:  # Linux sends it routinely (ALSA hw_free)
+                return Expectation(Expect.SUCCESS, "CLOSE of a stream that is not open "
+                                   "(SHOULD: idempotent close)", "SND-C-12")
             return EITHER
         if op in (Op.READ, Op.WRITE):
             if s is State.CLOSED:
@@ -107,7 +114,15 @@ class StreamModel:
             return EITHER
         if op not in set(Op):
             return Expectation(Expect.FAILURE, f"unknown operation {op}", "SND-G-04")
-        return EITHER  # volume and mute: optional (area H)
+        # volume and mute: optional (H-04), but never without OPEN or out of bounds (H-05)
+        if s is State.CLOSED:
+            return Expectation(Expect.FAILURE, f"{Op(op).name} without a successful OPEN",
+                               "SND-H-05")
+        if s in OPEN_STATES and (offset >= self.buffer_sz
+                                 or length > self.buffer_sz - offset):
+            return Expectation(Expect.FAILURE, f"{Op(op).name} region [{offset}, +{length}) "
+                               f"outside the {self.buffer_sz}-octet buffer", "SND-H-05")
+        return EITHER
 
     def after(self, op: int, ok: bool, *, buffer_sz: int = 0, valid_open: bool = False,
               trigger: int = 0) -> None:
@@ -130,3 +145,37 @@ class StreamModel:
                 self.state = State.UNKNOWN  # AMBIG-7: PAUSE/RESUME taken out of order
         elif op == Op.TRIGGER and ok and s is State.CLOSED:
             self.state = State.UNKNOWN
+
+
+def invalid_open(rec: Any, hw: PcmHw) -> str | None:
+    """Why an OPEN is outside the stream's configured space in one of the ways C-15 lists
+    (None: it is not, as far as its fields go)."""
+    fmt = rec.pcm_format
+    if fmt not in set(PcmFormat):
+        return f"unknown pcm_format {fmt}"
+    if PcmFormat(fmt) not in hw.formats:
+        return f"pcm_format {PcmFormat(fmt).name} is not the stream's"
+    if not hw.channels_min <= rec.pcm_channels <= hw.channels_max:
+        return (f"pcm_channels {rec.pcm_channels} outside [{hw.channels_min}, "
+                f"{hw.channels_max}]")
+    if not hw.rate_min <= rec.pcm_rate <= hw.rate_max:
+        return f"pcm_rate {rec.pcm_rate} outside [{hw.rate_min}, {hw.rate_max}]"
+    if rec.buffer_sz == 0:
+        return "buffer_sz 0"
+    if rec.period_sz > rec.buffer_sz:
+        return f"period_sz {rec.period_sz} > buffer_sz {rec.buffer_sz}"
+    return None
+
+
+def disjoint_from_card(asked: Mapping[str, int], hw: PcmHw) -> str | None:
+    """Why a HW_PARAM_QUERY's space has nothing in common with the stream's (formats,
+    rates, channels: the parts that do not depend on a frame size), or None."""
+    if not asked["formats"] & hw.formats_mask:
+        return f"formats {asked['formats']:#x} share nothing with the stream's"
+    if asked["rates_min"] > hw.rate_max or asked["rates_max"] < hw.rate_min:
+        return (f"rates [{asked['rates_min']}, {asked['rates_max']}] outside "
+                f"[{hw.rate_min}, {hw.rate_max}]")
+    if asked["channels_min"] > hw.channels_max or asked["channels_max"] < hw.channels_min:
+        return (f"channels [{asked['channels_min']}, {asked['channels_max']}] outside "
+                f"[{hw.channels_min}, {hw.channels_max}]")
+    return None

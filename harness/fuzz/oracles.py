@@ -35,6 +35,28 @@ ORACLES: dict[str, Oracle] = {o.name: o for o in (
     Oracle("violation", ("SND-B-08", "SND-G-01", "SND-E-06"),
            "the frontend recorded a MUST violation"),
     Oracle("verdict", ("SND-G-07",), "the supervisor's verdict of the example was not PASS"),
+    Oracle("invalid-open", ("SND-C-15",),
+           "an OPEN outside the stream's space (unknown format, channels, rate, sizes) "
+           "succeeded"),
+    Oracle("position", ("SND-E-07", "SND-E-01", "SND-E-03"),
+           "a CUR_POS past the octets written since OPEN, or one that did not advance"),
+    Oracle("cadence", ("SND-E-02",),
+           "CUR_POS steps far from period_sz (median over the events of one run)"),
+    Oracle("event-state", ("SND-E-06", "SND-E-01"),
+           "a CUR_POS while the stream was stopped or paused"),
+    Oracle("drain", ("SND-D-06",),
+           "the position stopped short of the octets written while running"),
+    Oracle("hw-query", ("SND-F-02", "SND-F-05", "SND-F-06"),
+           "a HW_PARAM_QUERY answer outside the request, not a fixpoint, or a success for "
+           "an empty intersection"),
+    Oracle("volume", ("SND-H-03",),
+           "GET_VOLUME did not write the values, or not the ones SET_VOLUME gave"),
+    Oracle("lifecycle", ("SND-A-16", "SND-A-17", "SND-A-18"),
+           "the backend did not return to InitWait when the frontend restarted or closed, "
+           "or not to Closed when the toolstack removed the device"),
+    Oracle("connect", ("SND-A-09", "SND-A-12"),
+           "the device created by the toolstack did not reach InitWait, or the frontend "
+           "could not connect (at the start or at a restart)"),
 )}
 
 

@@ -93,6 +93,7 @@ STEPS = {steps}
 
 
 @pytest.mark.clause(*CLAUSES)
+@pytest.mark.world_options
 def test_{ident}(request):
     """{what}"""
     problems = replay(world_of(request.config, WORLD), STEPS, stream=STREAM, driver=DRIVER)

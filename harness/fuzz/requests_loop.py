@@ -127,6 +127,8 @@ def _batch(drv: FuzzDriver, rng: random.Random) -> None:
 def _judge(drv: FuzzDriver, model: StreamModel, raw: bytes, status: int) -> None:
     rec = codec.decode_req(raw)
     op = rec.operation
+    key = f"{model.state.value}:{Op(op).name if op in set(Op) else 'unknown-op'}"
+    drv.counters.coverage[key] = drv.counters.coverage.get(key, 0) + 1
     problem = status_problem(status)
     if problem is not None:
         drv.steps = [Step(raw)]

@@ -145,3 +145,65 @@ def raw_request(draw: Any) -> bytes:
             values[f.name] = draw(boundary(f.maximum))
     values.update(draw(reserved_bytes(op)))
     return codec.encode_req(op, id=0, **values)
+
+
+@st.composite
+def playable_open(draw: Any, hw: PcmHw, period_zero: bool = False) -> OpenChoice:
+    """A valid OPEN that plays in short periods (4-20 ms, at most 8 of them), so that
+    CUR_POS events come within the few hundred milliseconds an example lasts; with
+    ``period_zero`` its period_sz is 0 (E-02: then no event at all)."""
+    fmt = draw(st.sampled_from(_fixed_formats(hw)))
+    rates = [r for r in hw.rate_list if hw.rate_min <= r <= hw.rate_max] or [hw.rate_max]
+    rate = draw(st.sampled_from(rates))
+    channels = draw(st.integers(hw.channels_min, hw.channels_max))
+    frame = PCM_FORMATS[fmt].frame_size(channels)
+    ms = draw(st.integers(4, 20))
+    lo = -(-hw.period_bytes_min // frame)
+    hi = max(lo, min(hw.period_bytes_max, hw.buffer_bytes_max // max(2, hw.periods_min))
+             // frame)
+    period = min(hi, max(lo, rate * ms // 1000)) * frame
+    most = max(hw.periods_min, min(hw.periods_max, 8, hw.buffer_bytes_max // period))
+    periods = draw(st.integers(hw.periods_min, most))
+    buffer_sz = periods * period
+    return OpenChoice({"pcm_rate": rate, "pcm_format": int(fmt), "pcm_channels": channels,
+                       "buffer_sz": buffer_sz, "period_sz": 0 if period_zero else period},
+                      DirShape.VALID, -(-buffer_sz // XEN_PAGE_SIZE))
+
+
+@st.composite
+def narrowed_space(draw: Any, space: dict[str, int]) -> dict[str, int]:
+    """A HW_PARAM_QUERY space inside ``space`` (the stream's whole one): a non-empty
+    subset of its formats and a sub-interval of each interval."""
+    bits = [b for b in range(64) if space["formats"] >> b & 1]
+    chosen = draw(st.lists(st.sampled_from(bits), min_size=1, unique=True)) if bits else []
+    out = {"formats": sum(1 << b for b in chosen) or space["formats"]}
+    for name in ("rates", "channels", "buffer", "period"):
+        lo, hi = space[f"{name}_min"], space[f"{name}_max"]
+        a = draw(st.integers(lo, max(lo, hi)))
+        b = draw(st.integers(a, max(a, hi)))
+        out[f"{name}_min"], out[f"{name}_max"] = a, b
+    return out
+
+
+@st.composite
+def empty_space(draw: Any, space: dict[str, int], hw: PcmHw) -> dict[str, int]:
+    """A space with nothing in common with the stream's: formats it lacks, or rates or
+    channels beyond its range (F-06)."""
+    out = dict(space)
+    how = draw(st.sampled_from(["formats", "rates", "channels"]))
+    if how == "formats":
+        others = ~hw.formats_mask & ((1 << 64) - 1)
+        out["formats"] = draw(st.integers(1, others).map(lambda m: m & others)
+                              .filter(bool))
+    elif how == "rates":
+        lo = draw(st.integers(hw.rate_max + 1, U32_MAX))
+        out["rates_min"], out["rates_max"] = lo, draw(st.integers(lo, U32_MAX))
+    else:
+        lo = draw(st.integers(hw.channels_max + 1, 255))
+        out["channels_min"], out["channels_max"] = lo, draw(st.integers(lo, 255))
+    return out
+
+
+def volume_values(channels: int) -> st.SearchStrategy[list[int]]:
+    """Per-channel volumes (0.001 dB): a sane range, where a sound server keeps them."""
+    return st.lists(st.integers(-40_000, 0), min_size=channels, max_size=channels)
