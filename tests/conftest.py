@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,14 @@ def peer(sim: Sim) -> Iterator[Callable[[int, str], Peer]]:
     yield start
     for p in peers:
         p.kill()
+
+
+@pytest.fixture(scope="session")
+def snd_be_binary() -> Path:
+    """snd_be built from ../shared/peers (cached between runs), unmodified."""
+    from requires import need_snd_be_build
+
+    from harness.peers import snd_be
+
+    need_snd_be_build()
+    return snd_be.build_snd_be().binary

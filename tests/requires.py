@@ -28,3 +28,21 @@ def need_xen_c_toolchain(*sonames: str) -> None:
         missing.append("gcc")
     if missing:
         unavailable(f"missing {', '.join(missing)}: {XEN_C_HINT}")
+
+
+def need_snd_be_build() -> None:
+    """What building and running snd_be (from ../shared/peers) needs: its build packages,
+    the source snapshots, and PulseAudio for its audio."""
+    from harness.backends.audio_host import missing_tools
+    from harness.peers import snd_be
+
+    missing = snd_be.missing_packages()
+    if missing:
+        unavailable(f"cannot build snd_be: apt-get install {' '.join(missing)}")
+    try:
+        snd_be.find_tarballs()
+    except snd_be.PeersError as exc:
+        unavailable(str(exc))
+    if missing_tools():
+        unavailable(f"{', '.join(missing_tools())} not found: apt-get install pulseaudio "
+                    "pulseaudio-utils")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from requires import unavailable
+from requires import need_snd_be_build
 
 from harness.report.results import read_results
 
@@ -102,18 +102,9 @@ def _describe(pids: list[int]) -> str:
 
 
 def _snd_be_world() -> tuple[list[str], str]:
-    from harness.backends.audio_host import missing_tools
     from harness.peers import snd_be
 
-    missing = snd_be.missing_packages()
-    if missing:
-        unavailable(f"cannot build snd_be: apt-get install {' '.join(missing)}")
-    try:
-        snd_be.find_tarballs()
-    except snd_be.PeersError as exc:
-        unavailable(str(exc))
-    if missing_tools():
-        unavailable(f"{', '.join(missing_tools())} not found: apt-get install pulseaudio")
+    need_snd_be_build()
     binary = str(snd_be.build_snd_be().binary)
     return (["--backend", f"exec:{binary} -v *:Debug", "--audio", "pulse",
              "--unique-id", "pulse<{device}>"], binary)

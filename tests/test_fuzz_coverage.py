@@ -11,9 +11,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from requires import unavailable
+from requires import need_snd_be_build
 
-from harness.backends.audio_host import missing_tools
 from harness.cli import main
 from harness.fuzz.coverage import MAP_PREFIX, build_instrumented
 
@@ -22,18 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def instrumented() -> Path:
-    from harness.peers import snd_be
-
-    missing = snd_be.missing_packages()
-    if missing:
-        unavailable(f"cannot build snd_be: apt-get install {' '.join(missing)}")
-    try:
-        snd_be.find_tarballs()
-    except snd_be.PeersError as exc:
-        unavailable(str(exc))
-    if missing_tools():
-        unavailable(f"{', '.join(missing_tools())} not found: apt-get install pulseaudio "
-                    "pulseaudio-utils")
+    need_snd_be_build()
     return build_instrumented()
 
 

@@ -14,31 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from requires import unavailable
 
-from harness.backends.audio_host import missing_tools
 from harness.cli import main
 from harness.cli.fuzz_cmd import duration
 
 pytestmark = pytest.mark.slow
 BUDGET = os.environ.get("SNDIF_FUZZ_SND_BE_BUDGET", "35s")
-
-
-@pytest.fixture(scope="module")
-def snd_be_binary() -> Path:
-    from harness.peers import snd_be
-
-    missing = snd_be.missing_packages()
-    if missing:
-        unavailable(f"cannot build snd_be: apt-get install {' '.join(missing)}")
-    try:
-        snd_be.find_tarballs()
-    except snd_be.PeersError as exc:
-        unavailable(str(exc))
-    if missing_tools():
-        unavailable(f"{', '.join(missing_tools())} not found: apt-get install pulseaudio "
-                    "pulseaudio-utils")
-    return snd_be.build_snd_be().binary
 
 
 def _running(binary: Path) -> list[str]:

@@ -308,24 +308,6 @@ def test_bad_world_options_are_one_line_status_2(tmp_path, args):
 
 # --- snd_be -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def snd_be_binary() -> Path:
-    from harness.backends.audio_host import missing_tools
-    from harness.peers import snd_be
-
-    missing = snd_be.missing_packages()
-    if missing:
-        unavailable(f"cannot build snd_be: apt-get install {' '.join(missing)}")
-    try:
-        snd_be.find_tarballs()
-    except snd_be.PeersError as exc:
-        unavailable(str(exc))
-    if missing_tools():
-        unavailable(f"{', '.join(missing_tools())} not found: apt-get install pulseaudio "
-                    "pulseaudio-utils")
-    return snd_be.build_snd_be().binary
-
-
 @pytest.mark.slow
 def test_c_against_snd_be_decodes_its_responses(snd_be_binary, tmp_path):
     res = run_shell("--out", str(tmp_path), "--backend", f"exec:{snd_be_binary} -v *:Debug",

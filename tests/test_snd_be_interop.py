@@ -18,9 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from requires import unavailable
 
-from harness.backends.audio_host import missing_tools
 from harness.backends.audio_oracle import check_capture, check_playback, noise
 from harness.frontend import audio
 from harness.runner.supervisor import Supervisor, SupervisorConfig, running_supervisor
@@ -37,23 +35,6 @@ BUFFER, PERIOD = 65536, 4096
 IDEAL_MS = PERIOD / (RATE * FSZ) * 1000
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def snd_be_binary() -> Path:
-    from harness.peers import snd_be
-
-    missing = snd_be.missing_packages()
-    if missing:
-        unavailable(f"cannot build snd_be: apt-get install {' '.join(missing)}")
-    try:
-        snd_be.find_tarballs()
-    except snd_be.PeersError as exc:
-        unavailable(str(exc))
-    if missing_tools():
-        unavailable(f"{', '.join(missing_tools())} not found: apt-get install pulseaudio "
-                    "pulseaudio-utils")
-    return snd_be.build_snd_be().binary
 
 
 @pytest.fixture(scope="module")
