@@ -432,3 +432,126 @@ def test_ended_connection_drops_its_transactions_and_watches(xs: XsSim) -> None:
         assert time.monotonic() < deadline, "watch of a closed connection kept"
         time.sleep(0.01)
     xs.client().write("/gone", "x")
+
+
+# ------------------------------------------------ issue 17: differences from C 4.17
+
+
+class _Conn:
+    """A transport-free connection to a XenstoreState: requests in, messages out."""
+
+    def __init__(self, state: object, domid: int) -> None:
+        from harness.xen.sim.xenstored import XenstoreState
+
+        assert isinstance(state, XenstoreState)
+        self.state = state
+        self.msgs: list[tuple[int, bytes]] = []
+        self.conn = state.connect(domid, self._sink)
+
+    def _sink(self, msg: bytes) -> None:
+        from protocol_models.xenstore import HEADER, HEADER_SIZE
+
+        type_, _, _, length = HEADER.unpack_from(msg)
+        self.msgs.append((type_, msg[HEADER_SIZE:HEADER_SIZE + length]))
+
+    def __call__(self, type_: int, *args: bytes, tx: int = 0) -> tuple[int, bytes]:
+        self.msgs.clear()
+        payload = b"\0".join(args) + (b"" if type_ == T.WRITE else b"\0")
+        self.state.handle(self.conn, type_, 1, tx, payload)
+        return next(m for m in self.msgs if m[0] != T.WATCH_EVENT)
+
+    def events(self) -> list[bytes]:
+        return [p for t, p in self.msgs if t == T.WATCH_EVENT]
+
+
+def _state() -> object:
+    from harness.xen.sim.xenstored import XenstoreState
+
+    return XenstoreState()
+
+
+def test_commit_fires_nothing_for_a_node_created_and_removed_inside() -> None:
+    # item 11: C's finalize_transaction has no node to fire for
+    st = _state()
+    d0, w = _Conn(st, 0), _Conn(st, 0)
+    d0(T.WRITE, b"/t", b"")
+    w(T.WATCH, b"/t", b"tok")
+    (_, tid) = d0(T.TRANSACTION_START, b"")
+    tx = int(tid.rstrip(b"\0"))
+    d0(T.WRITE, b"/t/tmp", b"x", tx=tx)
+    d0(T.RM, b"/t/tmp", tx=tx)
+    d0(T.WRITE, b"/t/kept", b"y", tx=tx)
+    w.msgs.clear()
+    assert d0(T.TRANSACTION_END, b"T", tx=tx) == (T.TRANSACTION_END, b"OK\0")
+    assert w.events() == [b"/t/kept\0tok\0"]
+
+
+def test_rm_in_transaction_after_concurrent_delete_is_eio_without_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # item 11: the transaction saw /a/b; /a/b goes away outside; the RM reaches a parent
+    # without that child: C's delete_child answers EIO (corrupt), no internal error
+    st = _state()
+    d0 = _Conn(st, 0)
+    d0(T.WRITE, b"/a/b", b"1")
+    (_, tid) = d0(T.TRANSACTION_START, b"")
+    tx = int(tid.rstrip(b"\0"))
+    assert d0(T.READ, b"/a/b", tx=tx) == (T.READ, b"1")
+    d0(T.RM, b"/a/b")
+    with caplog.at_level("INFO"):
+        assert d0(T.RM, b"/a/b", tx=tx) == err("EIO")
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_node_size_quota_applies_to_a_growing_parent() -> None:
+    # item 10: C's create_node writes the parent with its new child list through
+    # write_node_raw, which checks the node-size quota for an unprivileged domain
+    st = _state()
+    d0, d1 = _Conn(st, 0), _Conn(st, 1)
+    d0(T.MKDIR, b"/local/domain/1")
+    d0(T.SET_PERMS, b"/local/domain/1", b"n1")
+    assert d1(T.WRITE, b"x" * 2030, b"") == err("ENOSPC")
+    n = 0
+    while d1(T.WRITE, b"many/k%04d" % n, b"") == (T.WRITE, b"OK\0"):
+        n += 1
+    # 24 + 8 + 6 * n < 2048: C stops at 336 children of 6 bytes (a 6-char name + NUL)
+    assert n == (2048 - 24 - 8 - 1) // 6
+
+
+def test_release_removes_the_domains_nodes_and_fires_their_watches() -> None:
+    # item 9: C 4.17 destroy_domain -> domain_tree_remove deletes every subtree the
+    # domain owns (rm_node, watches fire), then fires @releaseDomain
+    st = _state()
+    d0, w = _Conn(st, 0), _Conn(st, 0)
+    st.introduce(3)
+    d3 = _Conn(st, 3)
+    d0(T.MKDIR, b"/local/domain/3")
+    d0(T.SET_PERMS, b"/local/domain/3", b"n3")
+    d0(T.MKDIR, b"/shared")
+    d0(T.SET_PERMS, b"/shared", b"n0", b"b3")
+    assert d3(T.WRITE, b"/local/domain/3/data/x", b"1")[0] == T.WRITE
+    assert d3(T.WRITE, b"/shared/mine/y", b"2")[0] == T.WRITE
+    d0(T.WRITE, b"/shared/dom0s", b"3")
+    w(T.WATCH, b"/shared", b"s")
+    w(T.WATCH, b"/local/domain/3/data/x", b"x")
+    w(T.WATCH, b"@releaseDomain", b"r")
+    w.msgs.clear()
+    assert d0(T.RELEASE, b"3") == (T.RELEASE, b"OK\0")
+    assert w.events() == [b"/local/domain/3/data/x\0x\0", b"/shared/mine\0s\0",
+                          b"@releaseDomain\0r\0"]
+    assert d0(T.READ, b"/shared/mine/y") == err("ENOENT")
+    assert d0(T.READ, b"/local/domain/3/data") == err("ENOENT")
+    assert d0(T.READ, b"/shared/dom0s") == (T.READ, b"3")
+    assert d0(T.READ, b"/local/domain/3") == err("ENOENT")  # it owned its home too
+
+
+def test_watch_and_transaction_quotas_count_per_domain() -> None:
+    # item 4: C keeps domain->nbwatch and the transaction count per domain
+    st = _state()
+    a, b = _Conn(st, 5), _Conn(st, 5)
+    for i in range(128):
+        assert (a if i % 2 else b)(T.WATCH, b"/w%d" % i, b"t")[0] == T.WATCH
+    assert a(T.WATCH, b"/one-more", b"t") == err("E2BIG")
+    assert b(T.WATCH, b"/one-more", b"t") == err("E2BIG")
+    for i in range(10):
+        assert (a if i % 2 else b)(T.TRANSACTION_START, b"")[0] == T.TRANSACTION_START
+    assert a(T.TRANSACTION_START, b"") == err("ENOSPC")

@@ -388,7 +388,7 @@ class SimGrants:
         _, fds, map_id = self._conn.call_chunked(
             Op.GNT_MAP, P.u32s(domid, P.GRANT_READONLY if readonly else 0, len(refs), *refs))
         try:
-            mapping = shm.map_and_close(fds, readonly)
+            mapping = shm.map_and_close(fds, readonly, dontfork=True)  # gntdev: VM_DONTCOPY
         except OSError:
             self._conn.call(Op.GNT_UNMAP, P.u32s(map_id))
             raise

@@ -78,6 +78,7 @@ class Daemon:
         self.server = HvServer(self.hv, on_create=self._create, on_destroy=self._destroy,
                                on_shutdown=self.stop, on_rename=self._rename,
                                xs_writes=self._xs_writes)
+        self.server.sim_dir = self.dir
         self._stop = False
         self.xs_state: XenstoreState | None = None
         self.xs_server: XenstoreServer | None = None
@@ -93,6 +94,7 @@ class Daemon:
             return
         self.xs_state = XenstoreState(faults=self.faults)
         self.xs_server = XenstoreServer(self.xs_state)
+        self.xs_server.sim_dir = self.dir
         self.xs_server.add_listener(xenstored_path(self.dir), 0)
         self.xs_server.start()
 

@@ -13,11 +13,13 @@ import os
 import selectors
 import socket
 import struct
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from harness.xen.sim import hvproto as P
+from harness.xen.sim import peercheck
 from harness.xen.sim.faults import FaultError
 from harness.xen.sim.hvproto import Op
 from harness.xen.sim.hypervisor import HvError, Hypervisor
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 #: reply frames: (message, fds to pass with it)
 _Frames = list[tuple[bytes, list[int]]]
 
-SEND_TIMEOUT = 2.0  # a client that doesn't read its socket for this long is dropped
+MAX_GUEST_CONNECTIONS = 256  # per unprivileged domain (a descriptor each in the daemon)
+ACCEPT_REST = 0.1  # seconds a listener rests after a failed accept (out of descriptors)
 
 
 @dataclass
@@ -38,6 +41,11 @@ class Conn:
     id: int
     domid: int
     sock: socket.socket
+    # Replies the client hasn't read yet. A hypercall can't block Xen for other domains:
+    # sends never block; while frames are queued the connection's requests aren't read (a
+    # client gets each reply before its next request is served), so the queue holds the
+    # replies of one request at most.
+    out: list[tuple[bytes, list[int]]] = field(default_factory=list)
 
 
 class HvServer:
@@ -61,6 +69,9 @@ class HvServer:
         self.on_create = on_create
         self.on_destroy = on_destroy
         self.on_shutdown = on_shutdown
+        self._resting: list[tuple[float, socket.socket, int]] = []  # listeners after EMFILE
+        self._warned_accept = False
+        self.sim_dir: str | None = None  # set: refuse programs started as another domain
 
     # -------------------------------------------------------------- listeners
 
@@ -79,7 +90,9 @@ class HvServer:
         if entry is None:
             return
         sock, path = entry
-        self.sel.unregister(sock)
+        self._resting = [r for r in self._resting if r[1] is not sock]
+        if sock.fileno() >= 0 and sock in [k.fileobj for k in self.sel.get_map().values()]:
+            self.sel.unregister(sock)
         sock.close()
         try:
             os.unlink(path)
@@ -103,10 +116,23 @@ class HvServer:
     # ------------------------------------------------------------------- loop
 
     def poll(self, timeout: float) -> None:
-        for key, _ in self.sel.select(timeout):
+        now = time.monotonic()
+        for entry in list(self._resting):
+            if entry[0] <= now:
+                self._resting.remove(entry)
+                _, lsock, domid = entry
+                if self._listeners.get(domid, (None,))[0] is lsock:
+                    self.sel.register(lsock, selectors.EVENT_READ, ("listen", domid))
+        if self._resting:
+            timeout = min(timeout, ACCEPT_REST)
+        for key, mask in self.sel.select(timeout):
             kind, ident = key.data
             if kind == "listen":
                 self._accept(key.fileobj, ident)  # type: ignore[arg-type]
+            elif kind == "conn" and mask & selectors.EVENT_WRITE:
+                conn = self._conns.get(ident)
+                if conn is not None:
+                    self._flush(conn)
             elif kind == "conn":
                 self._serve(ident)
             elif kind == "extra":
@@ -119,12 +145,36 @@ class HvServer:
     def _accept(self, lsock: socket.socket, domid: int) -> None:
         try:
             sock, _ = lsock.accept()
-        except OSError:
+        except (BlockingIOError, InterruptedError):
             return
-        sock.settimeout(SEND_TIMEOUT)
+        except OSError as exc:
+            # out of descriptors: the client waits in the backlog; the listener rests a
+            # moment (else the selector reports it again at once: a busy loop, a log storm)
+            if not self._warned_accept:
+                log.warning("hypervisor: accept for domain %d failed: %s", domid, exc)
+                self._warned_accept = True
+            self.sel.unregister(lsock)
+            self._resting.append((time.monotonic() + ACCEPT_REST, lsock, domid))
+            return
+        self._warned_accept = False
+        pid = _peer_pid(sock)
+        other = peercheck.foreign(pid, self.sim_dir, domid)
+        if other is not None:
+            log.warning("hypervisor: process %d of domain %d refused on domain %d's socket",
+                        pid, other, domid)
+            sock.close()
+            return
+        if domid != 0 and len(self.domain_conns(domid)) >= MAX_GUEST_CONNECTIONS:
+            # each open of libxenevtchn/libxengnttab is a connection; a guest needs a few
+            log.warning("hypervisor: domain %d has %d connections: refusing another", domid,
+                        MAX_GUEST_CONNECTIONS)
+            sock.close()
+            return
+        sock.setblocking(False)
         cid = self._next_conn
         self._next_conn += 1
         self._conns[cid] = Conn(cid, domid, sock)
+        self.hv.add_connection(cid, domid, pid)
         self.sel.register(sock, selectors.EVENT_READ, ("conn", cid))
 
     def _drop(self, cid: int, release: bool = True) -> None:
@@ -133,17 +183,35 @@ class HvServer:
             return
         self.sel.unregister(conn.sock)
         conn.sock.close()
+        for _, fds in conn.out:
+            for fd in fds:
+                os.close(fd)
+        conn.out.clear()
+        self.hv.begin_request()
         if release:
             self.hv.release_connection(cid, conn.domid)
+        else:
+            self.hv.conn_pids.pop(cid, None)
 
-    def _send(self, conn: Conn, data: bytes, fds: list[int] | tuple[int, ...] = ()) -> bool:
-        try:
-            P.send(conn.sock, data, fds)
-            return True
-        except OSError as exc:
-            log.info("dropping connection %d (domain %d): %s", conn.id, conn.domid, exc)
-            self._drop(conn.id)
-            return False
+    def _flush(self, conn: Conn) -> None:
+        """Send what the client will take now; keep the rest (and stop reading its requests)
+        until it reads."""
+        while conn.out:
+            data, fds = conn.out[0]
+            try:
+                P.send(conn.sock, data, fds)  # non-blocking socket
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.info("dropping connection %d (domain %d): %s", conn.id, conn.domid, exc)
+                self._drop(conn.id)
+                return
+            conn.out.pop(0)
+            for fd in fds:
+                os.close(fd)
+        if conn.id in self._conns:
+            self.sel.modify(conn.sock, selectors.EVENT_WRITE if conn.out
+                            else selectors.EVENT_READ, ("conn", conn.id))
 
     def _serve(self, cid: int) -> None:
         conn = self._conns.get(cid)
@@ -162,18 +230,20 @@ class HvServer:
             return
         for fd in msg.fds:  # no request carries fds
             os.close(fd)
+        self.hv.begin_request()
         try:
             replies = self._dispatch(conn, msg)
         except HvError as exc:
             replies = [(P.pack(msg.op, msg.seq, status=-exc.errno), [])]
         except (ValueError, struct.error, KeyError):
             replies = [(P.pack(msg.op, msg.seq, status=-errno.EINVAL), [])]
-        for data, fds in replies:
-            if cid in self._conns:
-                self._send(conn, data, fds)
-        for _, fds in replies:
-            for fd in fds:
-                os.close(fd)
+        if cid not in self._conns:  # dropped while dispatching (destroyed its domain)
+            for _, fds in replies:
+                for fd in fds:
+                    os.close(fd)
+            return
+        conn.out.extend(replies)
+        self._flush(conn)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -353,3 +423,12 @@ class HvServer:
                 self.on_rename(domid, name)
             return reply()
         raise HvError(errno.ENOSYS, f"unknown control op {op:#x}")
+
+
+def _peer_pid(sock: socket.socket) -> int:
+    """The connecting process (SO_PEERCRED; 0: unknown)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return 0
+    return int(struct.unpack("3i", creds)[0])

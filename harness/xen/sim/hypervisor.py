@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import socket
 import time
 from collections import deque
@@ -21,8 +22,17 @@ from harness.xen.sim.faults import FaultTable
 from harness.xen.sim.hvproto import PortState
 
 FIRST_GREF = 8  # Xen reserves refs 0-7 (GNTTAB_NR_RESERVED_ENTRIES)
-MAX_PORTS = 4096
-MAX_GRANTS = 1 << 20
+MAX_PORTS = 4096  # domain 0
+# Xen's defaults, so a guest meets the limits it would meet on Xen (and one guest can't
+# exhaust the daemon's descriptors for every domain): libxl's max_event_channels 1023 for a
+# guest; gnttab_max_frames 64 v1 frames = 64 * 4096 / 8 grant entries per domain.
+MAX_GUEST_PORTS = 1024
+MAX_GRANTS = 64 * 4096 // 8
+# Pages one domain may hold (Linux's gntalloc refuses past its "limit" module parameter;
+# each page is a descriptor in the daemon), and descriptors kept free for every domain's
+# sockets whatever the guests hold.
+MAX_PAGES_PER_DOMAIN = 8192
+FD_RESERVE = 1024
 MAX_HISTORY = 4096  # unmapped records kept (current mappings are always kept in full)
 MAX_REVOKES = 4096
 FAULT_PAGE_NOTIFY = 0x1  # fault page bit: evtchn.notify is armed for the domain
@@ -55,6 +65,14 @@ class Channel:
             except OSError:
                 pass
             s.close()
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def _drain(sock: socket.socket) -> None:
@@ -93,6 +111,8 @@ class Page:
     domid: int
     conn: int
     fd: int
+    ino: int = 0  # the memfd's inode: how its holders are found in /proc
+    pid: int = 0  # the allocating process: its own memory, whatever becomes of the domain
     freed: bool = False
     grants: set[int] = field(default_factory=set)
     notify: UnmapNotify | None = None
@@ -137,6 +157,20 @@ class UnmapNotify:
 
     offset: int | None  # byte offset in the mapping (None: no byte to clear)
     port: int | None  # port of the domain that asked (None: no event)
+
+
+@dataclass
+class Exposure:
+    """A page some mapper was handed a descriptor of: ``granter``'s ``ref``, mapped by
+    ``mapper``. A process that kept that descriptor (or a mapping made from it) after the
+    unmap still reaches the page, which Xen would not allow."""
+
+    page: Page
+    granter: int
+    ref: int
+    mapper: int
+    readonly: bool
+    since: int
 
 
 @dataclass
@@ -193,6 +227,16 @@ class Hypervisor:
         self.history_dropped = 0  # unmapped records that fell out of the window
         self.counters: dict[tuple[int, int], MapCounter] = {}
         self.revokes: deque[RevokeRecord] = deque(maxlen=MAX_REVOKES)
+        self.conn_pids: dict[int, int] = {}  # connection -> its process (SO_PEERCRED)
+        self._conn_domains: dict[int, int] = {}  # connection -> its domain
+        self._scan: dict[int, set[int]] | None = None
+        self._domain_pages: dict[int, int] = {}  # live page descriptors per domain
+        self._channels = 0  # live channel socketpairs (two descriptors each)
+        # pages handed to a mapper, by inode, kept while any process may still reach
+        # them: see leaks()
+        self._exposed: dict[int, Exposure] = {}
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.fd_budget = (soft if soft != resource.RLIM_INFINITY else 1 << 20) - FD_RESERVE
 
     def _fault(self, domid: int, op: str) -> None:
         err = self.faults.check(domid, op)
@@ -263,8 +307,15 @@ class Hypervisor:
     def list_domains(self) -> list[Domain]:
         return [self.domains[d] for d in sorted(self.domains)]
 
+    def add_connection(self, conn: int, domid: int, pid: int) -> None:
+        self.conn_pids[conn] = pid
+        self._conn_domains[conn] = domid
+
     def release_connection(self, conn: int, domid: int) -> None:
         """A connection closed (or its process died): drop its ports, mappings and pages."""
+        self.conn_pids.pop(conn, None)
+        self._conn_domains.pop(conn, None)
+        self._scan = None
         dom = self.domains.get(domid)
         if dom is not None:
             for port in [p for p in dom.ports.values() if p.conn == conn]:
@@ -277,10 +328,15 @@ class Hypervisor:
     # ---------------------------------------------------------- event channels
 
     def _alloc_port(self, dom: Domain) -> int:
-        for n in range(1, MAX_PORTS):
+        if self._fds_in_use() + 2 > self.fd_budget:
+            raise HvError(errno.ENOSPC, "no free port (simulator descriptors)")
+        for n in range(1, MAX_PORTS if dom.domid == 0 else MAX_GUEST_PORTS):
             if n not in dom.ports:
                 return n
         raise HvError(errno.ENOSPC, "no free port")
+
+    def _fds_in_use(self) -> int:
+        return sum(self._domain_pages.values()) + 2 * self._channels
 
     def alloc_unbound(self, conn: int, domid: int, remote: int) -> tuple[int, int]:
         """A new unbound port offered to ``remote``: (port, its channel end's fd; the
@@ -290,7 +346,11 @@ class Hypervisor:
         if remote == 0x7FF0:  # DOMID_SELF
             remote = domid
         n = self._alloc_port(dom)
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise HvError(exc.errno or errno.ENOSPC, "no free port") from exc
+        self._channels += 1
         dom.ports[n] = Port(domid, n, conn, PortState.UNBOUND, remote, 0, Channel(a, b), a)
         return n, a.fileno()
 
@@ -356,6 +416,7 @@ class Hypervisor:
                 rp = None
         if rp is None and p.channel is not None:
             p.channel.shut()
+            self._channels -= 1
         p.channel = None
         p.end = None
         p.state = PortState.CLOSED
@@ -380,13 +441,22 @@ class Hypervisor:
         if not 0 < n <= 1024:
             raise HvError(errno.EINVAL, f"bad page count {n}")
         self._fault(domid, "grant.alloc")
+        held = self._domain_pages.get(domid, 0)
+        if held + n > MAX_PAGES_PER_DOMAIN:
+            raise HvError(errno.ENOSPC, f"domain {domid} holds {held} pages (limit "
+                                        f"{MAX_PAGES_PER_DOMAIN})")
+        # the reply carries a dup of each page: 2n descriptors for a moment
+        if self._fds_in_use() + 2 * n > self.fd_budget:
+            raise HvError(errno.ENOMEM, "simulator out of page descriptors")
         out: list[tuple[int, int]] = []
         try:
             for _ in range(n):
                 fd = shm.new_page_fd()
-                page = Page(self._next_page, domid, conn, fd)
+                page = Page(self._next_page, domid, conn, fd, os.fstat(fd).st_ino,
+                            self.conn_pids.get(conn, 0))
                 self._next_page += 1
                 self._pages[page.id] = page
+                self._domain_pages[domid] = self._domain_pages.get(domid, 0) + 1
                 out.append((page.id, os.dup(fd)))
         except OSError as exc:
             for pid, fd in out:
@@ -421,7 +491,7 @@ class Hypervisor:
         return self._revoke(dom, g)
 
     def _revoke(self, dom: Domain, g: Grant) -> bool:
-        if g.nmaps:
+        if g.nmaps or self._still_reached(g.page):
             if not g.revoked:
                 g.revoked = True
                 g.revoke_record = RevokeRecord(dom.domid, g.ref, g.grantee, time.monotonic_ns())
@@ -465,6 +535,9 @@ class Hypervisor:
             os.close(page.fd)
             page.fd = -1
             self._pages.pop(page.id, None)
+            self._domain_pages[page.domid] -= 1
+            if page.ino in self._exposed and not self._still_reached(page):
+                del self._exposed[page.ino]  # nobody can reach it again
 
     def map(self, conn: int, mapper: int, granter: int, refs: list[int],
             readonly: bool) -> tuple[int, list[int]]:
@@ -497,6 +570,7 @@ class Hypervisor:
         records = [MapRecord(mid, granter, mapper, g.ref, readonly, now) for g in grants]
         for g in grants:
             g.nmaps += 1
+            self._exposed[g.page.ino] = Exposure(g.page, granter, g.ref, mapper, readonly, now)
         self._counter(granter, mapper).maps += len(grants)
         self._maps[mid] = MapSet(mid, mapper, conn, grants, records, readonly)
         return mid, fds
@@ -569,17 +643,104 @@ class Hypervisor:
             if g.nmaps == 0 and g.revoked:
                 self._drop_grant(g)
 
+    # ------------------------------------------------------- access after unmap
+
+    def begin_request(self) -> None:
+        """A new request: the /proc scan of the previous one is stale."""
+        self._scan = None
+
+    def _holders(self) -> dict[int, set[int]]:
+        """Inode -> processes (not this one) holding a descriptor or a mapping of an
+        exposed page, scanned once per request."""
+        if self._scan is not None:
+            return self._scan
+        wanted = self._exposed.keys()
+        scan: dict[int, set[int]] = {}
+        me = os.getpid()
+        for name in os.listdir("/proc") if wanted else ():
+            if not name.isdigit() or int(name) == me:
+                continue
+            pid = int(name)
+            try:
+                fddir = f"/proc/{pid}/fd"
+                for fd in os.listdir(fddir):
+                    try:
+                        if "memfd:xen-sim-page" not in os.readlink(f"{fddir}/{fd}"):
+                            continue
+                        ino = os.stat(f"{fddir}/{fd}").st_ino
+                    except OSError:
+                        continue
+                    if ino in wanted:
+                        scan.setdefault(ino, set()).add(pid)
+                with open(f"/proc/{pid}/maps", "rb") as f:
+                    for line in f:
+                        if b"memfd:xen-sim-page" in line:
+                            ino = int(line.split()[4])
+                            if ino in wanted:
+                                scan.setdefault(ino, set()).add(pid)
+            except (OSError, ValueError, IndexError):
+                continue  # gone, or not ours to read
+        self._scan = scan
+        return scan
+
+    def _intruders(self, page: Page) -> set[int]:
+        """Processes that reach ``page`` without being entitled to: entitled are those of
+        the granting domain (a page is its owner's memory; a process with no connection of
+        its own counts as its parent's, e.g. a child between fork and exec) and those that
+        map it now."""
+        held = self._holders().get(page.ino)
+        if not held:
+            return set()
+        pid_domains: dict[int, set[int]] = {}
+        for c, d in self._conn_domains.items():
+            pid_domains.setdefault(self.conn_pids.get(c, -1), set()).add(d)
+        mappers = {self.conn_pids.get(m.conn, -1) for m in self._maps.values()
+                   if any(g.page is page for g in m.grants)}
+        out = set()
+        for pid in held - mappers - {page.pid}:
+            doms = pid_domains.get(pid) or pid_domains.get(_ppid(pid), set())
+            if page.domid not in doms:
+                out.add(pid)
+        return out
+
+    def _still_reached(self, page: Page) -> bool:
+        """Some process outside the granting domain still holds a descriptor or mapping
+        of ``page`` that no live mapping accounts for: on Xen the grant would still be in
+        use (gnttab_end_foreign_access fails), so it is reported and kept busy."""
+        return page.ino in self._exposed and bool(self._intruders(page))
+
+    def leaks(self) -> list[MapRecord]:
+        """Pages reached after their unmap (a kept descriptor, a copied mapping), as mapping
+        records with ``map_id`` 0; exposures nobody reaches any more are forgotten, and a
+        revoke they held up completes."""
+        out: list[MapRecord] = []
+        if not self._exposed:
+            return out
+        for ino, ex in list(self._exposed.items()):
+            if self._intruders(ex.page):
+                out.append(MapRecord(0, ex.granter, ex.mapper, ex.ref, ex.readonly, ex.since))
+                continue
+            if any(g.page is ex.page for m in self._maps.values() for g in m.grants):
+                continue  # mapped now: stays exposed
+            del self._exposed[ino]
+            dom = self.domains.get(ex.granter)
+            g = dom.grants.get(ex.ref) if dom else None
+            if g is not None and g.page is ex.page and g.revoked and g.nmaps == 0:
+                self._drop_grant(g)
+        return out
+
     # -------------------------------------------------------------- accounting
 
     def mappings(self, granter: int | None = None, mapper: int | None = None,
                  history: bool = False) -> list[MapRecord]:
-        recs = [r for m in self._maps.values() for r in m.records]
+        recs = [r for m in self._maps.values() for r in m.records] + self.leaks()
         if history:
             recs = list(self.history) + recs
         return [r for r in recs if (granter is None or r.granter == granter)
                 and (mapper is None or r.mapper == mapper)]
 
     def grants(self, domid: int | None = None) -> list[Grant]:
+        self.leaks()  # completes the revokes that leaked access held up
         doms = [self.domains[domid]] if domid in self.domains else (
             [] if domid is not None else self.list_domains())
         return [g for d in doms for _, g in sorted(d.grants.items())]

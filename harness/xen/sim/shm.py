@@ -24,6 +24,7 @@ MAP_PRIVATE = 0x02
 MAP_FIXED = 0x10
 MAP_ANONYMOUS = 0x20
 MAP_NORESERVE = 0x4000
+MADV_DONTFORK = 10
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 _PyBUF_READ = 0x100
@@ -35,6 +36,8 @@ _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_int, ctypes.c_long)
 _libc.munmap.restype = ctypes.c_int
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.madvise.restype = ctypes.c_int
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 _memview = ctypes.pythonapi.PyMemoryView_FromMemory
 _memview.restype = ctypes.py_object
@@ -49,9 +52,16 @@ def _check(addr: int | None) -> int:
 
 
 def new_page_fd(name: str = "xen-sim-page") -> int:
-    """A sealed 4096-byte memfd: nobody holding it can grow or shrink the page."""
+    """A sealed 4096-byte memfd: nobody holding it can grow or shrink the page.
+
+    Its mode is 0400: a memfd is created 0777, so anyone handed a read-only descriptor could
+    reopen it writable through ``/proc/self/fd/N``; on Xen a read-only grant can't be made
+    writable by the mapper. Only the descriptors opened here (O_RDWR) can write; a
+    privileged (CAP_DAC_OVERRIDE) process can still reopen it, as root in dom0 could map
+    any page with privcmd."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
+        os.fchmod(fd, 0o400)
         os.ftruncate(fd, PAGE_SIZE)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
                     fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
@@ -74,7 +84,8 @@ class ContiguousMapping:
     used any more (the one returned by ``view`` is released).
     """
 
-    def __init__(self, fds: Sequence[int], readonly: bool = False) -> None:
+    def __init__(self, fds: Sequence[int], readonly: bool = False,
+                 dontfork: bool = False) -> None:
         self.npages = len(fds)
         if self.npages == 0:
             raise ValueError("no pages to map")
@@ -88,6 +99,11 @@ class ContiguousMapping:
             for i, fd in enumerate(fds):
                 _check(_libc.mmap(self._addr + i * PAGE_SIZE, PAGE_SIZE, prot,
                                   MAP_SHARED | MAP_FIXED, fd, 0))
+            # gntdev marks its mappings VM_DONTCOPY: a child forked after mapping does not
+            # inherit foreign pages (it would keep them past unmap and revoke)
+            if dontfork and _libc.madvise(self._addr, size, MADV_DONTFORK) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"madvise: {os.strerror(err)}")
         except BaseException:
             _libc.munmap(self._addr, size)
             self._addr = 0
@@ -125,10 +141,11 @@ class ContiguousMapping:
         self._addr = 0
 
 
-def map_and_close(fds: Sequence[int], readonly: bool = False) -> ContiguousMapping:
+def map_and_close(fds: Sequence[int], readonly: bool = False,
+                  dontfork: bool = False) -> ContiguousMapping:
     """Map ``fds`` contiguously, then close them whatever happens."""
     try:
-        return ContiguousMapping(fds, readonly)
+        return ContiguousMapping(fds, readonly, dontfork)
     finally:
         for fd in fds:
             os.close(fd)

@@ -95,8 +95,9 @@ PRIVILEGED_ONLY = frozenset({
     XsType.CONTROL, XsType.INTRODUCE, XsType.RELEASE, XsType.IS_DOMAIN_INTRODUCED,
     XsType.RESUME, XsType.SET_TARGET,
 })
-# Types whose tx_id is not looked up (C's XS_FLAG_NOTID; START checks it itself).
-_NO_TX = frozenset({XsType.WATCH, XsType.UNWATCH, XsType.TRANSACTION_START})
+# Types whose tx_id is not looked up (C's XS_FLAG_NOTID). TRANSACTION_START is looked up
+# (an unknown id: ENOENT), then refused inside a transaction (EBUSY), as C 4.17 does.
+_NO_TX = frozenset({XsType.WATCH, XsType.UNWATCH})
 _TX_OPS = frozenset({
     XsType.READ, XsType.WRITE, XsType.MKDIR, XsType.RM, XsType.DIRECTORY,
     XsType.DIRECTORY_PART, XsType.GET_PERMS, XsType.SET_PERMS, XsType.TRANSACTION_END,
@@ -244,8 +245,44 @@ class XenstoreState:
                 if conn.domid == domid:
                     conn.watches.clear()
                     conn.txs.clear()
+            self._remove_owned(domid)
             self._fire_special("@releaseDomain")
             return was
+
+    def _remove_owned(self, domid: int) -> None:
+        """C 4.17's domain_tree_remove (xenstored_domain.c, run by destroy_domain before
+        @releaseDomain fires): walk the tree from / (pre-order, children in order); each
+        node the domain owns is removed with its subtree (rm_node: watches fire as for an
+        XS_RM), and its children are skipped."""
+        if not self._owned[domid]:
+            return
+        stack = ["/"]
+        while stack and self._owned[domid] > 0:
+            path = stack.pop()
+            node = self._nodes.get(path)
+            if node is None:
+                continue
+            if node.perms[0].domid == domid and path != "/":
+                removed = {p: self._nodes[p].perms for p in self._subtree_global(path)}
+                for p in removed:
+                    self._gdel(p)
+                parent = self._nodes[parent_of(path)].copy()
+                parent.children.remove(basename(path))
+                self._gput(parent_of(path), parent)
+                self._fire(("rm", path, removed))
+                continue
+            base = path if path != "/" else ""
+            stack.extend(f"{base}/{c}" for c in reversed(node.children))
+
+    def _subtree_global(self, path: str) -> list[str]:
+        out, stack = [], [path]
+        while stack:
+            p = stack.pop()
+            node = self._nodes.get(p)
+            if node is not None:
+                out.append(p)
+                stack.extend((p if p != "/" else "") + "/" + c for c in node.children)
+        return out
 
     def toolstack(self, ops: list[tuple[str, ...]]) -> None:
         """Apply ``ops`` as the toolstack (dom0, privileged; watches fire, nothing is
@@ -459,6 +496,9 @@ class XenstoreState:
         self._check_size(conn, node)
         parent = parent.copy()
         parent.children.append(basename(path))
+        # C's create_node writes the parent too (write_node_raw): its grown child list
+        # counts against the node-size quota as well
+        self._check_size(conn, parent)
         self._put(tx, ppath, parent)
         self._put(tx, path, node)
         if tx is not None:
@@ -580,15 +620,22 @@ class XenstoreState:
             raise XsError("EACCES")
         if path == "/":
             raise XsError("EINVAL", "cannot remove /")
+        ppath = parent_of(path)
+        old_parent = self._get(conn, tx, ppath)
+        # In a transaction the node and its parent may come from different moments (the
+        # parent read after a concurrent delete): C's _rm answers EINVAL for a missing
+        # parent, delete_child EIO for a child missing from its parent's list (corrupt()).
+        if old_parent is None:
+            raise XsError("EINVAL")
+        if basename(path) not in old_parent.children:
+            log.info("xenstored: can't find child %s in %s", basename(path), ppath)
+            raise XsError("EIO")
         removed: dict[str, Perms] = {}
         for p in self._subtree(conn, tx, path):
             sub = self._get(conn, tx, p)
-            assert sub is not None  # _subtree lists existing nodes only
-            removed[p] = sub.perms
-            self._del(tx, p)
-        ppath = parent_of(path)
-        old_parent = self._get(conn, tx, ppath)
-        assert old_parent is not None  # path exists, so its parent does
+            if sub is not None:
+                removed[p] = sub.perms
+                self._del(tx, p)
         parent = old_parent.copy()
         parent.children.remove(basename(path))
         self._put(tx, ppath, parent)
@@ -665,11 +712,18 @@ class XenstoreState:
         token = strings[1]
         if any(w.path == path and w.token == token for w in conn.watches):
             raise XsError("EEXIST")
-        if not conn.privileged and len(conn.watches) >= self.quotas["watches"]:
+        # C counts watches per domain (domain->nbwatch), whatever the connections
+        if not conn.privileged and self._domain_count(conn.domid, "watches") >= \
+                self.quotas["watches"]:
             raise XsError("E2BIG", "watches quota")
         w = Watch(path, token, strip)
         conn.watches.append(w)
         return _OK, [self._event_msg(w, path)]  # the initial fire follows the OK
+
+    def _domain_count(self, domid: int, what: str) -> int:
+        """Watches or transactions of every connection of ``domid`` (C keeps them per
+        domain: a guest can't multiply its quota by opening connections)."""
+        return sum(len(getattr(c, what)) for c in self._conns if c.domid == domid)
 
     def _watch_path(self, conn: XsConnection, raw: bytes) -> tuple[str, int]:
         if raw.startswith(b"@"):
@@ -696,7 +750,8 @@ class XenstoreState:
 
     def _op_transaction_start(self, conn: XsConnection, tx: Transaction | None,
                               payload: bytes) -> bytes:
-        if not conn.privileged and len(conn.txs) >= self.quotas["transactions"]:
+        if not conn.privileged and self._domain_count(conn.domid, "txs") >= \
+                self.quotas["transactions"]:
             raise XsError("ENOSPC", "transactions quota")
         tid = conn.next_tx
         while tid == 0 or tid in conn.txs:
@@ -726,8 +781,25 @@ class XenstoreState:
             else:
                 self._gput(path, node.copy())
         for event in tx.events:  # queued before the reply, as C does
-            self._fire(event)
+            kept = self._committed_event(tx, event)
+            if kept is not None:
+                self._fire(kept)
         return _OK
+
+    @staticmethod
+    def _committed_event(tx: Transaction, event: Event) -> Event | None:
+        """``event`` as C fires it at commit, or None. C's finalize_transaction fires per
+        accessed node; a node created and deleted inside the transaction has no generation
+        and is not there to be seen: no event (nor for such nodes below a removed one)."""
+        def transient(p: str) -> bool:
+            return tx.accessed.get(p, 0) == -1 and tx.view.get(p, 0) is None
+
+        kind, path, info = event
+        if transient(path):
+            return None
+        if isinstance(info, dict):
+            info = {p: perms for p, perms in info.items() if not transient(p)}
+        return (kind, path, info)
 
     def _op_get_domain_path(self, conn: XsConnection, tx: Transaction | None,
                             payload: bytes) -> bytes:

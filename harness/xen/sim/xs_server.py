@@ -9,6 +9,13 @@ client that never reads only fills its own buffer (above ``max_out`` bytes it is
 reading from a connection pauses while its output is backed up. A header with
 ``len > 4096`` resets that connection (as C xenstored does); any other malformed input gets
 an error reply from :class:`XenstoreState`. Nothing a client sends can stop the loop.
+
+Queued output is bounded as in C xenstored 4.17: a watch event identical to one still queued
+for the connection is dropped (send_event); a guest's queued output counts against its
+``memory`` quota (events past it are dropped); a guest that leaves an event unread for
+``WATCH_EVENT_TIMEOUT`` seconds is disconnected; a guest may hold at most
+``MAX_GUEST_CONNECTIONS`` connections. When accept fails (out of descriptors) the listener
+rests briefly instead of spinning.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ import socket
 import stat
 import struct
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from harness.xen.sim import peercheck
 from protocol_models.xenstore import HEADER, HEADER_SIZE, XENSTORE_PAYLOAD_MAX
 
 if TYPE_CHECKING:
@@ -33,6 +43,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PAUSE_READING = 256 * 1024  # output backlog above which we stop reading requests
+# A guest has one ring to C xenstored; a simulated guest may open a few sockets (its
+# toolstack-side helpers, tests), not thousands: past this, new ones are closed at once.
+MAX_GUEST_CONNECTIONS = 64
+# C 4.17's timeout_watch_event_msec: a guest that leaves a watch event unread this long is
+# ignored (its connection closed), so a non-reading guest can't hold the daemon's memory.
+WATCH_EVENT_TIMEOUT = 20.0
+ACCEPT_REST = 0.1  # seconds a listener rests after a failed accept (out of descriptors)
+_WATCH_EVENT = 15  # XsType.WATCH_EVENT
 
 
 class _Listener:
@@ -53,6 +71,13 @@ class _Client:
         self.closed = False
         self.xs: XsConnection | None = None
         self.events = 0  # currently registered selector mask
+        # Watch events queued and not yet wholly sent: message -> where it ends in the
+        # output stream. C 4.17's send_event drops an event identical to one still queued.
+        self.queued_events: dict[bytes, int] = {}
+        self.sent = 0  # bytes sent since the start
+        self.queued = 0  # bytes queued since the start
+        # (end in the output stream, deadline) of each queued watch event of a guest
+        self.event_deadlines: deque[tuple[int, float]] = deque()
 
 
 class XenstoreServer:
@@ -79,6 +104,13 @@ class XenstoreServer:
         self._loop_ident: int | None = None
         self._stopping = False
         self._closed = False
+        self._resting: list[tuple[float, _Listener]] = []  # listeners after a failed accept
+        self._warned_accept = False
+        self._dom_out: dict[int, int] = {}  # bytes queued per unprivileged domain
+        self._out_lock = threading.Lock()  # guards _dom_out (taken inside client.lock)
+        self.sim_dir: str | None = None  # set: refuse programs started as another domain
+        self.watch_event_timeout = WATCH_EVENT_TIMEOUT
+        self._next_expiry_check = 0.0
 
     # ------------------------------------------------------------------ public API
 
@@ -180,7 +212,8 @@ class XenstoreServer:
         self._loop_ident = threading.get_ident()
         try:
             while not self._stopping:
-                for key, mask in self._sel.select(0.5):
+                self._wake_listeners()
+                for key, mask in self._sel.select(ACCEPT_REST if self._resting else 0.5):
                     obj = key.data
                     if obj is None:
                         with contextlib.suppress(OSError):
@@ -192,11 +225,26 @@ class XenstoreServer:
                         self._service(obj, mask)
                 self._run_commands()
                 self._flush_dirty()
+                self._expire_stalled()
         except Exception:  # pragma: no cover - a bug; log it rather than vanish silently
             log.exception("xenstored loop crashed")
         finally:
             self._run_commands()  # release anyone waiting on a command
             self._close_all()
+
+    def _expire_stalled(self) -> None:
+        now = time.monotonic()
+        if now < self._next_expiry_check:
+            return
+        self._next_expiry_check = now + 0.5
+        for client in list(self._clients):
+            with client.lock:
+                head = client.event_deadlines[0][1] if client.event_deadlines else None
+            if head is not None and head < now:
+                log.info("xenstored: domain %d left a watch event unread for %.0fs: "
+                         "closing its connection", client.listener.domid,
+                         self.watch_event_timeout)
+                self._close_client(client)
 
     def _run_commands(self) -> None:
         while True:
@@ -213,29 +261,83 @@ class XenstoreServer:
 
     # ------------------------------------------------------------------ connections
 
+    def _wake_listeners(self) -> None:
+        now = time.monotonic()
+        for entry in list(self._resting):
+            if entry[0] <= now:
+                self._resting.remove(entry)
+                lst = entry[1]
+                if self._listeners.get(lst.path) is lst:
+                    self._sel.register(lst.sock, selectors.EVENT_READ, lst)
+
     def _accept(self, lst: _Listener) -> None:
         while True:
             try:
                 sock, _ = lst.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                log.warning("accept failed on %s", lst.path, exc_info=True)
+            except OSError as exc:
+                # out of descriptors: the client waits in the backlog and the listener
+                # rests (else the selector reports it again at once: a log storm)
+                if not self._warned_accept:
+                    log.warning("xenstored: accept failed on %s: %s", lst.path, exc)
+                    self._warned_accept = True
+                with contextlib.suppress(KeyError, ValueError):
+                    self._sel.unregister(lst.sock)
+                self._resting.append((time.monotonic() + ACCEPT_REST, lst))
                 return
+            self._warned_accept = False
+            if lst.domid != 0 and sum(1 for c in self._clients
+                                      if c.listener.domid == lst.domid
+                                      ) >= MAX_GUEST_CONNECTIONS:
+                log.info("xenstored: domain %d has %d connections: refusing another",
+                         lst.domid, MAX_GUEST_CONNECTIONS)
+                sock.close()
+                continue
+            pid = _peer_pid(sock)
+            other = peercheck.foreign(pid, self.sim_dir, lst.domid)
+            if other is not None:
+                log.warning("xenstored: process %d of domain %d refused on %s", pid, other,
+                            lst.path)
+                sock.close()
+                continue
             sock.setblocking(False)
             client = _Client(sock, lst)
             client.xs = self.state.connect(lst.domid, self._sink_for(client))
-            client.xs.pid = _peer_pid(sock)
+            client.xs.pid = pid
             self._clients.add(client)
             client.events = selectors.EVENT_READ
             self._sel.register(sock, client.events, client)
 
     def _sink_for(self, client: _Client) -> Callable[[bytes], None]:
+        domid = client.listener.domid
+        quota = self.state.quotas.get("memory", 0)
+
         def sink(msg: bytes) -> None:
             with client.lock:
                 if client.closed or client.doomed:
                     return
+                event = msg[:4] == _WATCH_EVENT.to_bytes(4, "little") and msg[16:17] != b"@"
+                if event:
+                    end = client.queued_events.get(msg)
+                    if end is not None and end > client.sent:
+                        return  # an identical event is still queued (C 4.17 send_event)
+                    # C's domain_memory_add_chk: an unprivileged domain's queued output
+                    # counts against its memory quota; an event past it is dropped
+                    with self._out_lock:
+                        over = self._dom_out.get(domid, 0) + len(msg) > quota
+                    if domid != 0 and quota and over:
+                        return
                 client.outbuf += msg
+                client.queued += len(msg)
+                if event:
+                    client.queued_events[msg] = client.queued
+                    if domid != 0 and self.watch_event_timeout:
+                        client.event_deadlines.append(
+                            (client.queued, time.monotonic() + self.watch_event_timeout))
+                if domid != 0:
+                    with self._out_lock:
+                        self._dom_out[domid] = self._dom_out.get(domid, 0) + len(msg)
                 if len(client.outbuf) > self.max_out:  # never reads: drop it, not us
                     client.doomed = True
             with self._dirty_lock:
@@ -299,6 +401,16 @@ class XenstoreServer:
                     client.doomed = True
                 else:
                     del client.outbuf[:sent]
+                    client.sent += sent
+                    if client.listener.domid != 0:
+                        with self._out_lock:
+                            d = client.listener.domid
+                            self._dom_out[d] = self._dom_out.get(d, 0) - sent
+                    if not client.outbuf:
+                        client.queued_events.clear()
+                    while client.event_deadlines and \
+                            client.event_deadlines[0][0] <= client.sent:
+                        client.event_deadlines.popleft()
                 pending = len(client.outbuf) if not client.doomed else None
             else:
                 pending = 0
@@ -334,6 +446,13 @@ class XenstoreServer:
             if client.closed:
                 return
             client.closed = True
+            if client.listener.domid != 0:
+                with self._out_lock:
+                    d = client.listener.domid
+                    self._dom_out[d] = self._dom_out.get(d, 0) - len(client.outbuf)
+            client.outbuf.clear()
+            client.queued_events.clear()
+            client.event_deadlines.clear()
         if client.xs is not None:
             self.state.disconnect(client.xs)
         self._clients.discard(client)

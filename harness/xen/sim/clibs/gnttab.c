@@ -349,6 +349,17 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
         errno = e;
         return NULL;
     }
+    /* gntdev's mmap sets VM_DONTCOPY: a child forked after mapping does not inherit the
+     * foreign pages (else it would keep them past unmap and revoke) */
+    if (madvise(addr, (size_t)count * PAGE, MADV_DONTFORK) < 0) {
+        int e = errno;
+        munmap(addr, (size_t)count * PAGE);
+        send_unmaps(h, r->ids, r->nids);
+        pthread_mutex_unlock(&h->lock);
+        region_free(r);
+        errno = e;
+        return NULL;
+    }
     r->next = h->regions;
     h->regions = r;
     pthread_mutex_unlock(&h->lock);
