@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "harness.cli.replay_cmd",
     "harness.cli.shell_cmd",
     "harness.cli.trace_cmd",
+    "harness.cli.xen_qemu_cmd",
     "harness.cli.bench_cmd",
 )
 

@@ -1,0 +1,118 @@
+"""``sndif-harness xen-qemu prepare|run``: the real-Xen tier. Xen 4.17 and a Debian dom0
+and guest under QEMU (TCG), the backend under test in dom0, the real Linux
+``xen-snd-front`` in the guest playing a known signal, compared byte for byte with what
+the backend wrote out.
+
+Exit status of ``run``: 0 pass, 1 a stage failed or the audio differs, 2 usage error,
+3 something is missing on the host (the message says what to install)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from harness.cli import UsageError, number_in
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
+BACKENDS = ("snd_be", "reference")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from harness.xenqemu import EnvironmentMissing, XenQemuError
+    from harness.xenqemu.prepare import prepare
+
+    t0 = time.monotonic()
+    try:
+        p = prepare(args.cache, say=_say)
+    except EnvironmentMissing as exc:
+        print(f"sndif-harness: {exc}", file=sys.stderr)
+        return EXIT_ENV
+    except XenQemuError as exc:
+        print(f"sndif-harness: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    how = "built" if p.built else "reused"
+    _say(f"prepared ({how}, {time.monotonic() - t0:.1f} s): {p.dir} (kernel {p.kver})")
+    return EXIT_PASS
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.xenqemu import EnvironmentMissing, XenQemuError
+    from harness.xenqemu.prepare import prepare
+    from harness.xenqemu.run import run
+
+    out = Path(args.out) if args.out else Path("reports") / time.strftime(
+        "xen-qemu-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out}: not a directory")
+    try:
+        p = prepare(args.cache, say=_say)
+        result = run(p, out, backend=args.backend, seconds=args.seconds,
+                     capture=args.capture, say=_say)
+    except EnvironmentMissing as exc:
+        print(f"sndif-harness: {exc}", file=sys.stderr)
+        return EXIT_ENV
+    except XenQemuError as exc:
+        print(f"sndif-harness: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if result.failed_stage is not None:
+        _say(f"FAIL at stage {result.failed_stage}: {result.failure}")
+    _say(f"aplay in the guest: rc={result.aplay_rc}")
+    if result.audio_equal:
+        _say(f"audio: the backend received the {result.played} bytes played, bit-exact")
+    else:
+        _say(f"audio: MISMATCH: {result.mismatch}")
+    if result.capture:
+        _say(f"arecord in the guest: rc={result.arecord_rc}")
+        _say("capture: the guest recorded the backend's source bit-exact"
+             if result.capture_equal else f"capture: MISMATCH: {result.capture_mismatch}")
+    if result.backend_errors:
+        _say(f"note: the backend logged {len(result.backend_errors)} error line(s), the "
+             f"first: {result.backend_errors[0].strip()}")
+    _say(f"{'PASS' if result.ok else 'FAIL'}; logs in {result.out}")
+    return EXIT_PASS if result.ok else EXIT_FAIL
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "xen-qemu", help="real Xen under QEMU: the backend in dom0, Linux's frontend in a "
+                         "guest",
+        description="Real Xen 4.17 with a Debian dom0 and PV guest under QEMU (software "
+                    "emulation, no KVM): Debian's packages are fetched with apt-get "
+                    "download into a cache, nothing is installed on the host.")
+    sub = p.add_subparsers(dest="xen_qemu_command", metavar="ACTION")
+    sub.required = True
+    cache_help = ("cache root (default: $SNDIF_HARNESS_CACHE, else "
+                  "~/.cache/sndif-harness); images go to <root>/xen-qemu/<versions>/")
+
+    pr = sub.add_parser("prepare", help="fetch the packages and build the images (cached)")
+    pr.add_argument("--cache", type=Path, default=None, help=cache_help)
+    pr.set_defaults(handler=_prepare)
+
+    r = sub.add_parser(
+        "run", help="boot, play from the guest, check the backend got it bit-exact",
+        description="Boot Xen + dom0 under QEMU, start the backend in dom0, create a PV "
+                    "guest with a vsnd card, play a known signal with aplay through "
+                    "xen-snd-front, and compare what the backend wrote out byte for byte. "
+                    "Exit 0 pass, 1 stage failure or audio mismatch, 2 usage error, "
+                    "3 host environment missing.")
+    r.add_argument("--backend", choices=BACKENDS, default="snd_be",
+                   help="the backend in dom0: xen-troops snd_be (built from the peers' "
+                        "tarballs) or the harness's reference backend (default snd_be)")
+    r.add_argument("--seconds", type=number_in(0.25, 16, unit=" s"), default=3.0,
+                   help="seconds of audio the guest plays, rounded to whole periods "
+                        "(0.25 .. 16, default 3)")
+    r.add_argument("--capture", action="store_true",
+                   help="after playing, record as long with arecord in the guest and check "
+                        "it got the backend's capture source bit-exact")
+    r.add_argument("--out", default=None,
+                   help="directory for the serial log, backend log and audio "
+                        "(default: reports/xen-qemu-<time>)")
+    r.add_argument("--cache", type=Path, default=None, help=cache_help)
+    r.set_defaults(handler=_run)

@@ -1,0 +1,239 @@
+"""The shell scripts and configuration files that run inside the emulated machine.
+
+Every line that matters to the host starts with a marker, ``@@SNDIF <what> ...`` from dom0
+(on the serial console) and ``@@GUEST <what> ...`` from the guest (on its hvc0, which
+xenconsoled writes to a file on the 9p ``out`` share; dom0 relays those lines to the
+serial console as ``@@SNDIF guest <what> ...`` so the host can time them). The host reads
+verdicts from these markers and from files in the ``out`` share, never from QEMU's status.
+
+The images (``dom0_init``, ``guest_init``) do not depend on a run; what does (backend,
+paths, how much to play) is in ``dom0-run.sh``, ``guest.cfg`` and ``asound.conf``, which
+the host writes into the ``out`` share before each boot.
+
+Every loop is bounded: a machine that hangs must reach ``poweroff -f`` anyway, and the
+host kills QEMU on its own timeout in any case.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+GUEST_NAME = "sndguest"
+#: the file plugin's output: every frame the backend wrote to ALSA, exactly as written
+BACKEND_RAW = "backend.raw"
+BACKEND_LOG = "backend.log"
+CONSOLE_DIR = "console"
+GUEST_LOG = f"{CONSOLE_DIR}/guest-{GUEST_NAME}.log"
+
+_COMMON = r"""
+mark() { echo "@@SNDIF $*"; }
+fail() { echo "@@SNDIF FAIL $*"; sync; poweroff -f; sleep 30; }
+"""
+
+
+def dom0_init() -> str:
+    """dom0's /init: mounts, Xen drivers, xenstored and the toolstack, the 9p shares,
+    xenconsoled, then the run's own script from the ``out`` share, then power off."""
+    return "#!/bin/sh\n" + _COMMON + r"""
+/bin/busybox --install -s
+export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs run /run
+mount -t tmpfs tmp /tmp
+mkdir -p /run/lock /run/xenstored /run/xen /var/lib/xenstored /var/lib/xen /var/log/xen
+mark stage dom0-init
+for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do
+  modprobe $m || fail dom0-init "modprobe $m"
+done
+mount -t xenfs xenfs /proc/xen || fail dom0-init "mount xenfs"
+grep -q control_d /proc/xen/capabilities || fail dom0-init "not the control domain"
+xenstored --pid-file /run/xenstored.pid || fail toolstack "xenstored"
+xen-init-dom0 || fail toolstack "xen-init-dom0"
+xl info >/dev/null || fail toolstack "xl info"
+mark stage toolstack
+for m in virtio_pci 9pnet_virtio 9p; do modprobe $m || fail 9p "modprobe $m"; done
+mkdir -p /out /host
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail 9p "mount out"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro hostroot /host \
+  || fail 9p "mount hostroot"
+mkdir -p /out/console
+xenconsoled --log=guest --log-dir=/out/console || fail 9p "xenconsoled"
+mark stage 9p
+[ -f /out/dom0-run.sh ] || fail 9p "no dom0-run.sh in the out share"
+sh /out/dom0-run.sh
+mark stage dom0-done rc=$?
+sync
+poweroff -f
+sleep 30
+"""
+
+
+def guest_init(*, rate: int, channels: int, buffer_us: int, period_us: int) -> str:
+    """The guest's /init: load the PV sound frontend, wait for its card, play the first
+    ``sndif.frames`` of /signal.raw with aplay (S16_LE at ``rate``, ``channels``, the buffer
+    and period times given), power off."""
+    return "#!/bin/sh\n" + r"""
+/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+g() { echo "@@GUEST $*"; }
+g init
+modprobe snd_xen_front || g fail modprobe
+i=0
+while ! grep -q vsnd /proc/asound/cards 2>/dev/null; do
+  i=$((i+1)); [ $i -gt 600 ] && { g fail no-card; poweroff -f; }
+  usleep 100000
+done
+g card
+frames=$(sed -n 's/.*sndif\.frames=\([0-9]*\).*/\1/p' /proc/cmdline)
+# -s: aplay knows where the stream ends (from a pipe it would write one more chunk of
+# silence at end of file)
+aplay -D hw:0,0 -t raw -f S16_LE -r @RATE@ -c @CHANNELS@ -B @BUFFER_US@ -F @PERIOD_US@ \
+  -s "$frames" /signal.raw
+g aplay rc=$?
+if grep -q 'sndif\.capture=1' /proc/cmdline; then
+  arecord -D hw:0,0 -t raw -f S16_LE -r @RATE@ -c @CHANNELS@ -B @BUFFER_US@ -F @PERIOD_US@ \
+    -s "$frames" >/tmp/rec.raw
+  g arecord rc=$?
+  # a PV guest has no 9p: what it recorded leaves through its console, base64
+  g rec-begin
+  uuencode -m /tmp/rec.raw rec.raw
+  g rec-end
+fi
+g done
+sync
+poweroff -f
+""".replace("@RATE@", str(rate)).replace("@CHANNELS@", str(channels)) \
+        .replace("@BUFFER_US@", str(buffer_us)).replace("@PERIOD_US@", str(period_us))
+
+
+def guest_cfg(frames: int, unique_id: str, rate: int,
+              capture_id: str | None = None) -> str:
+    """xl's configuration of the PV guest: one vsnd card, one playback stream and, with
+    ``capture_id``, one capture stream on the same PCM device."""
+    capture = f", 'stream, unique-id={capture_id}, type=C'" if capture_id else ""
+    return f"""name = "{GUEST_NAME}"
+type = "pv"
+kernel = "/guest/vmlinuz"
+ramdisk = "/guest/initrd.gz"
+extra = "console=hvc0 rdinit=/init loglevel=4 sndif.frames={frames}\
+{' sndif.capture=1' if capture_id else ''}"
+memory = 256
+vcpus = 1
+on_crash = "destroy"
+vsnd = [[ 'card, sample-rates={rate}, sample-formats=s16_le', 'pcm, name=dev1', \
+'stream, unique-id={unique_id}, type=P'{capture} ]]
+"""
+
+
+def asound_conf(raw_path: str, capture_path: str, capture_echo: str) -> str:
+    """ALSA's whole configuration for the backend in dom0 (``ALSA_CONFIG_PATH``): PCM
+    ``tap`` writes every frame to ``raw_path`` (the file plugin, byte-exact) and passes it
+    on to the loopback card, whose kernel timer paces the stream like real hardware (a
+    ``null`` slave has no clock, and snd_be reports the play position from the slave's
+    audio timestamp). PCM ``tapc`` captures from the loopback card (silence, clocked) with
+    every frame replaced by the next of ``capture_path`` (the file plugin's ``infile``),
+    and keeps a copy of what it returned in ``capture_echo``. Subdevice 1: not the
+    partner of the playback's subdevice 0."""
+    return f"""pcm.tap {{
+    type file
+    slave.pcm {{ type hw; card "Loopback"; device 0; subdevice 0 }}
+    file "{raw_path}"
+    format "raw"
+}}
+pcm.tapc {{
+    type file
+    slave.pcm {{ type hw; card "Loopback"; device 1; subdevice 1 }}
+    file "{capture_echo}"
+    infile "{capture_path}"
+    format "raw"
+}}
+"""
+
+
+def dom0_run(*, backend_argv: list[str], out_in_chroot: str, guest_timeout: int,
+             backend_env: dict[str, str], ready_wait: float) -> str:
+    """The run's script in dom0: the backend in a chroot of the host's root (9p,
+    read-only; the out share bound at the same path as on the host, so the backend's
+    paths are the host's), then ``xl create``, relaying the guest's markers until it is
+    done, then the guest and the backend are stopped."""
+    env = " ".join(shlex.quote(f"{k}={v}") for k, v in backend_env.items())
+    argv = " ".join(shlex.quote(a) for a in backend_argv)
+    out = shlex.quote(out_in_chroot)
+    return _COMMON + f"""
+export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
+BE=
+stop_backend() {{
+  [ -n "$BE" ] || return 0
+  kill $BE 2>/dev/null
+  i=0
+  while kill -0 $BE 2>/dev/null && [ $i -lt 20 ]; do usleep 250000; i=$((i+1)); done
+  kill -9 $BE 2>/dev/null
+  BE=
+  cp /run/{BACKEND_LOG} /out/{BACKEND_LOG}
+}}
+# a failure still brings the backend's log out
+fail() {{ stop_backend; echo "@@SNDIF FAIL $*"; sync; poweroff -f; sleep 30; }}
+modprobe snd-aloop || fail backend-start "modprobe snd-aloop"
+for d in proc sys dev run; do
+  mount -o bind /$d /host/$d || fail backend-start "bind /$d"
+done
+mount -o bind /out /host{out} || fail backend-start "bind out"
+chroot /host /usr/bin/env -i PATH=/usr/bin:/bin HOME=/tmp {env} {argv} \\
+  >/run/{BACKEND_LOG} 2>&1 </dev/null &
+BE=$!
+# the backend logs to dom0's memory (copied out at the end): a line per 9p write would
+# slow it down enough to starve the stream.
+# libxl waits 10 s for the backend to reach InitWait: it must be watching first
+usleep {int(ready_wait * 1_000_000)}
+kill -0 $BE 2>/dev/null || fail backend-start "the backend exited at start"
+mark stage backend-start
+xl -v create -e /out/guest.cfg >/out/xl-create.log 2>&1
+rc=$?
+if [ $rc != 0 ] && grep -q 'unable to add vsnd devices' /out/xl-create.log; then
+  # libxl gives the backend 10 s (emulated) to reach InitWait; about one boot in six
+  # snd_be's reset of a new device took longer under emulation: say so, then once more
+  # (the backend stays up and meets the new domain afresh)
+  echo "@@SNDIF note xl create: the backend was not in InitWait within libxl's 10 s; retried"
+  xl destroy {GUEST_NAME} >/dev/null 2>&1
+  mv /out/xl-create.log /out/xl-create-1.log
+  xl -v create -e /out/guest.cfg >/out/xl-create.log 2>&1
+  rc=$?
+fi
+[ $rc = 0 ] || {{ grep error /out/xl-create.log | head -3; fail xl-create "rc=$rc"; }}
+mark stage xl-create
+seen=0
+relay() {{
+  n=$(grep -c '^@@GUEST' /out/{GUEST_LOG} 2>/dev/null)
+  n=${{n:-0}}
+  if [ "$n" -gt "$seen" ]; then
+    grep '^@@GUEST' /out/{GUEST_LOG} | head -n $n | tail -n $((n - seen)) | \
+      sed 's/^@@GUEST /@@SNDIF guest /'
+    seen=$n
+  fi
+}}
+i=0
+while [ $i -lt {guest_timeout * 2} ]; do
+  relay
+  grep -q '^@@GUEST done' /out/{GUEST_LOG} 2>/dev/null && break
+  # xl is a heavy process under TCG: ask it only every few rounds
+  [ $((i % 8)) = 7 ] && {{ xl domid {GUEST_NAME} >/dev/null 2>&1 || break; }}
+  usleep 500000
+  i=$((i+1))
+done
+# what the guest said between the last relay and the end
+relay
+i=0
+while xl domid {GUEST_NAME} >/dev/null 2>&1 && [ $i -lt 20 ]; do usleep 500000; i=$((i+1)); done
+xl destroy {GUEST_NAME} >/dev/null 2>&1
+mark stage guest-gone
+stop_backend
+mark stage backend-stopped
+sync
+"""
