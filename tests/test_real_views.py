@@ -43,3 +43,20 @@ def test_mapping_unmaps_once(monkeypatch) -> None:
     assert sent == [I.IOCTL_GNTDEV_UNMAP_GRANT_REF]
     with pytest.raises(ValueError, match="unmapped"):
         m.view  # noqa: B018
+
+
+def test_unmap_with_slices_still_held(monkeypatch) -> None:
+    """A ring kept over a mapped page (a slice of the view) does not make the unmap fail:
+    the grant is released now, the mapping itself when the slice goes."""
+    sent: list[int] = []
+    monkeypatch.setattr(G.fcntl, "ioctl", lambda fd, req, arg, mut: sent.append(req))
+    mm = mmap.mmap(-1, 4096)
+    m = G.RealMapping(Owner(), 1, (8,), False, 0, mm)  # type: ignore[arg-type]
+    ring = m.view[0:64]
+    ring[:2] = b"ok"
+    m.unmap()  # raised BufferError ("cannot close exported pointers exist") before
+    assert sent == [I.IOCTL_GNTDEV_UNMAP_GRANT_REF]
+    assert bytes(ring[:2]) == b"ok"  # still valid memory, not a dangling view
+    ring.release()
+    mm.close()
+    assert mm.closed

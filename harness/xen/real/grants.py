@@ -37,10 +37,18 @@ class _MmapView:
         """Drop the view and the mapping; False when that was done already."""
         if self._mm is None or self._view is None:
             return False
-        self._view.release()
-        self._view = None
-        self._mm.close()
-        self._mm = None
+        mm, view = self._mm, self._view
+        self._mm = self._view = None
+        try:
+            view.release()
+            mm.close()
+        except BufferError:
+            # slices of the view are still held (a ring over the page, say): Python cannot
+            # unmap under them without making them dangle. The mapping goes when the last
+            # of them does; the grant's own release (gntdev's UNMAP_GRANT_REF, gntalloc's
+            # DEALLOC) is asked for now and completes when the area is unmapped, as
+            # gntdev defers it for any mapping still in use.
+            pass
         return True
 
 
