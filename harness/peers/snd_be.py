@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,11 +33,12 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import harness
+from harness.locks import exclusive
 
 # This file is the build's recipe: any change to it (commands, flags, layout) is a new key.
 RECIPE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
@@ -212,7 +212,7 @@ def build_snd_be(peers_dir: Path | None = None, cache: Path | None = None, *,
         return _result(final, hashes, key, flags, built=False)
     check_prerequisites(flags)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock", LOCK_TIMEOUT):
+    with exclusive(root / f"{key}.lock", LOCK_TIMEOUT, PeersError):
         if (final / STAMP).exists():  # another process built it while we waited
             return _result(final, hashes, key, flags, built=False)
         for stale in root.glob(f".tmp-{key}-*"):  # left by a builder that was killed
@@ -234,26 +234,6 @@ def _result(dir: Path, hashes: dict[str, str], key: str, flags: SndBeFlags,
             built: bool) -> SndBeBuild:
     return SndBeBuild(binary=dir / BINARY, libxenbe_dir=dir / LIBXENBE_LIB, log=dir / LOG,
                       hashes=hashes, key=key, flags=flags, built=built)
-
-
-@contextlib.contextmanager
-def _locked(path: Path, timeout: float) -> Iterator[None]:
-    """An exclusive flock on ``path``, waited for at most ``timeout`` seconds."""
-    with open(path, "a+b") as f:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise PeersError(f"another snd_be build holds {path} for more than "
-                                     f"{timeout:g} s") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _extract(tarball: Path, into: Path) -> Path:

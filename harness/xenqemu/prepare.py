@@ -31,10 +31,11 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.locks import exclusive
 from harness.peers.snd_be import default_cache_root
 from harness.xenqemu import INSTALL_HINT, EnvironmentMissing, XenQemuError, scripts
 
@@ -231,7 +232,8 @@ def prepare(cache: Path | None = None, *,
     if (final / "prepared.json").exists():
         return _loaded(final, key, versions, built=False)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{key}.lock"):
+    with exclusive(root / f"{key}.lock", LOCK_TIMEOUT,
+                   lambda msg: XenQemuError("prepare/lock", msg)):
         if (final / "prepared.json").exists():
             return _loaded(final, key, versions, built=False)
         for stale in root.glob(f".tmp-{key}-*"):
@@ -273,26 +275,6 @@ def _prune(root: Path, keep: str) -> None:
 def _loaded(d: Path, key: str, versions: dict[str, str], built: bool) -> Prepared:
     kver = json.loads((d / "prepared.json").read_text())["kver"]
     return Prepared(dir=d, key=key, kver=kver, versions=versions, built=built)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as f:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise XenQemuError("prepare/lock", f"another preparation holds {path} "
-                                                       f"for more than {LOCK_TIMEOUT:g} s"
-                                       ) from None
-                time.sleep(0.3)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _timed(say: Callable[[str], None], stage: str) -> Callable[[], None]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from harness.procs import readline
+from harness.rates import interleaved_rates
 from harness.xen.sim.runner import Sim, running_sim
 
 _EVTCHN_ECHO = textwrap.dedent("""
@@ -104,30 +105,6 @@ def _reap(child: subprocess.Popen[str]) -> None:
         child.stdout.close()
 
 
-def interleaved_rates(steps: dict[str, Callable[[], None]], seconds: float,
-                      slices: int = 20) -> dict[str, float]:
-    """Calls/s of each step, measured in alternating short windows so that a change of load
-    on the machine affects every contender alike (a fair ratio from one run)."""
-    counts = dict.fromkeys(steps, 0)
-    spent = dict.fromkeys(steps, 0.0)
-    window = seconds / (slices * len(steps))
-    for _ in range(slices):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            deadline = start + window
-            n = 0
-            while True:
-                for _ in range(50):
-                    step()
-                n += 50
-                now = time.perf_counter()
-                if now >= deadline:
-                    break
-            counts[name] += n
-            spent[name] += now - start
-    return {name: counts[name] / spent[name] for name in steps}
-
-
 def map_unmap_seconds(sim: Sim, npages: int = 16, rounds: int = 200) -> tuple[float, float]:
     """Mean seconds to map and to unmap an ``npages`` buffer granted by domain 0 to 1."""
     g0 = sim.domain(0, store=False).grants
@@ -188,7 +165,7 @@ def run(seconds: float = 2.0, out: Callable[[str], None] = print) -> dict[str, f
         with evtchn_pinger(sim) as ev_step, raw_pinger() as raw_step, \
                 c_evtchn_pinger(sim) as c_step:
             rates = interleaved_rates({"evtchn": ev_step, "raw": raw_step, "c": c_step},
-                                      3 * seconds)
+                                      3 * seconds, slices=20, batch=50)
         ev, raw, c = rates["evtchn"], rates["raw"], rates["c"]
         figures["c_evtchn_round_trips_per_s"] = c
         figures.update(evtchn_round_trips_per_s=ev, raw_socketpair_round_trips_per_s=raw,
