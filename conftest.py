@@ -37,6 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_world_options(group.addoption)
     group.addoption("--backend-domid", type=int, default=0, metavar="N",
                     help="domain id of the backend (default 0)")
+    group.addoption("--frontend-domid", type=int, default=1, metavar="N",
+                    help="domain id of the frontend (default 1; 0 on a real Xen host where "
+                         "the harness, its frontend and the backend all run in dom0)")
     group.addoption("--restart-policy", default="on-failure",
                     choices=("on-failure", "every-case"),
                     help="restart the backend after a CRASH/HANG (default) or before every "
@@ -65,11 +68,13 @@ def pytest_configure(config: pytest.Config) -> None:
     t = float(config.getoption("case_timeout"))
     if t <= 0:
         raise pytest.UsageError("--case-timeout must be > 0")
-    if config.getoption("backend_domid") < 0:
-        raise pytest.UsageError("--backend-domid must be >= 0")
+    for opt in ("backend_domid", "frontend_domid"):
+        if config.getoption(opt) < 0:
+            raise pytest.UsageError(f"--{opt.replace('_', '-')} must be >= 0")
     try:
         spec = world_from_options(config.getoption, platform=config.getoption("platform"),
                                   backend_domid=config.getoption("backend_domid"),
+                                  frontend_domid=config.getoption("frontend_domid"),
                                   request_timeout_ms=int(t * 1000))
     except WorldSpecError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -94,7 +99,8 @@ def pytest_configure(config: pytest.Config) -> None:
 #: Options that choose the backend under test: given to a run none of whose tests uses a
 #: backend, they would be silently ignored, so they are a usage error instead.
 _BACKEND_FLAGS = ("--backend", "--defect", "--restart-policy", "--vsnd", "--config",
-                  "--audio", "--backend-env", "--unique-id", "--backend-domid")
+                  "--audio", "--backend-env", "--unique-id", "--backend-domid",
+                  "--frontend-domid")
 #: Fixtures (and the marker, for tests that read the world options themselves, as fuzz
 #: reproducers do) that make a test run against the backend the options choose.
 _BACKEND_USERS = ("backend_supervisor", "backend_case")

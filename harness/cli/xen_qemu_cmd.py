@@ -46,6 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     from harness.xenqemu.prepare import prepare
     from harness.xenqemu.run import run
 
+    if args.parity and args.backend != "reference":
+        raise UsageError("--parity needs --backend reference (it records what Linux sent)")
     out = Path(args.out) if args.out else Path("reports") / time.strftime(
         "xen-qemu-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
@@ -53,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         p = prepare(args.cache, say=_say)
         result = run(p, out, backend=args.backend, seconds=args.seconds,
-                     capture=args.capture, say=_say)
+                     capture=args.capture, plays=args.plays, say=_say)
     except EnvironmentMissing as exc:
         print(f"sndif-harness: {exc}", file=sys.stderr)
         return EXIT_ENV
@@ -74,8 +76,38 @@ def _run(args: argparse.Namespace) -> int:
     if result.backend_errors:
         _say(f"note: the backend logged {len(result.backend_errors)} error line(s), the "
              f"first: {result.backend_errors[0].strip()}")
-    _say(f"{'PASS' if result.ok else 'FAIL'}; logs in {result.out}")
-    return EXIT_PASS if result.ok else EXIT_FAIL
+    ok = result.ok
+    if args.backend == "reference" and result.failed_stage is None:
+        ok = _sequence(args, result.out) and ok
+    _say(f"{'PASS' if ok else 'FAIL'}; logs in {result.out}")
+    return EXIT_PASS if ok else EXIT_FAIL
+
+
+def _sequence(args: argparse.Namespace, out: Path) -> bool:
+    """The Linux frontend's requests as the reference backend recorded them, written as
+    ``linux-sequence.json``; with ``--parity`` compared with the reference frontend's in the
+    same scenario on the simulated Xen. False: a parity difference."""
+    from harness.xenqemu import parity
+
+    linux = parity.linux_recording(out, f"{parity.SOURCE}; xen-qemu run --seconds "
+                                        f"{args.seconds:g} --plays {args.plays}"
+                                        f"{' --capture' if args.capture else ''}")
+    linux.write(out / "linux-sequence.json")
+    for stream, steps in sorted(linux.streams.items()):
+        _say(f"Linux frontend's requests on stream {stream}: "
+             + ", ".join(str(s).split(" ", 1)[0] if s.op == parity.HWQ else str(s)
+                         for s in steps))
+    if not args.parity:
+        return True
+    ref = parity.reference_recording(out / "parity", plays=args.plays, seconds=args.seconds,
+                                     capture=args.capture)
+    found = parity.compare(linux, ref)
+    for f in found:
+        _say(f"parity: {f}")
+    differences = [f for f in found if f.allowed is None]
+    _say(f"parity with the reference frontend: {len(differences)} difference(s), "
+         f"{len(found) - len(differences)} allowed")
+    return not differences
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -108,9 +140,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     r.add_argument("--seconds", type=number_in(0.25, 16, unit=" s"), default=3.0,
                    help="seconds of audio the guest plays, rounded to whole periods "
                         "(0.25 .. 16, default 3)")
+    r.add_argument("--plays", type=number_in(1, 4, integer=True), default=1,
+                   help="play the signal this many times, each aplay opening and closing "
+                        "the stream anew (the reopen scenario; 1 .. 4, default 1)")
     r.add_argument("--capture", action="store_true",
                    help="after playing, record as long with arecord in the guest and check "
                         "it got the backend's capture source bit-exact")
+    r.add_argument("--parity", action="store_true",
+                   help="with --backend reference: also play the same scenario with the "
+                        "harness's reference frontend on the simulated Xen and compare its "
+                        "requests with those Linux sent (exit 1 on a difference)")
     r.add_argument("--out", default=None,
                    help="directory for the serial log, backend log and audio "
                         "(default: reports/xen-qemu-<time>)")

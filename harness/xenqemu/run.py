@@ -78,7 +78,8 @@ class RunResult:
     stages: list[tuple[str, float]] = field(default_factory=list)  # (stage, s since start)
     failed_stage: str | None = None
     failure: str = ""
-    played: int = 0  # bytes the guest played
+    played: int = 0  # bytes the guest played (all plays)
+    plays: int = 1  # aplay runs, each opening the stream anew
     received: int = 0  # bytes the backend wrote out
     audio_equal: bool = False
     mismatch: str = ""
@@ -145,6 +146,7 @@ def reference_backend(out: Path) -> Backend:
     return Backend("reference",
                    [sys.executable, "-m", "harness.backends.reference",
                     "--out", str(out / REFERENCE_OUT), "--log-level", "INFO",
+                    "--trace", f"/run/{scripts.BACKEND_TRACE}",
                     "--capture-source", str(out / CAPTURE_WAV)],
                    {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}, "ref", "refc",
                    ready_wait=20)
@@ -182,7 +184,7 @@ def nbytes_for(seconds: float) -> int:
 
 
 def write_run_files(out: Path, backend: Backend, nbytes: int, guest_timeout: int,
-                    capture: bool = False) -> None:
+                    capture: bool = False, plays: int = 1) -> None:
     raw = out / scripts.BACKEND_RAW
     (out / "asound.conf").write_text(scripts.asound_conf(
         str(raw), str(out / CAPTURE_RAW), str(out / CAPTURE_ECHO)))
@@ -195,16 +197,17 @@ def write_run_files(out: Path, backend: Backend, nbytes: int, guest_timeout: int
         wav_header(PcmFormat.S16_LE, RATE, CHANNELS, len(source)) + source)
     (out / "guest.cfg").write_text(scripts.guest_cfg(
         nbytes // FRAME_BYTES, backend.unique_id, RATE,
-        backend.capture_id if capture else None))
+        backend.capture_id if capture else None, plays))
     (out / "dom0-run.sh").write_text(scripts.dom0_run(
         backend_argv=backend.argv, backend_env=backend.env, out_in_chroot=str(out),
         guest_timeout=guest_timeout, ready_wait=backend.ready_wait))
 
 
 def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0,
-        capture: bool = False, say: Callable[[str], None] = lambda _s: None) -> RunResult:
-    """Boot, play (and with ``capture`` record as much), compare. Never leaves QEMU
-    running."""
+        capture: bool = False, plays: int = 1,
+        say: Callable[[str], None] = lambda _s: None) -> RunResult:
+    """Boot, play ``plays`` times (each aplay opens and closes the stream; with
+    ``capture`` then record once), compare. Never leaves QEMU running."""
     if shutil.which(QEMU) is None:
         raise EnvironmentMissing("run/host-tools", f"{QEMU} not found "
                                  "(apt-get install qemu-system-x86)")
@@ -213,7 +216,7 @@ def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0
         raise XenQemuError("run/out", f"{out}: QEMU cannot share a path with a comma")
     out.mkdir(parents=True, exist_ok=True)
     for stale in (scripts.BACKEND_RAW, scripts.BACKEND_LOG, scripts.GUEST_LOG,
-                  "xl-create.log", "xl-create-1.log", "serial.log"):
+                  scripts.BACKEND_TRACE, "xl-create.log", "xl-create-1.log", "serial.log"):
         with contextlib.suppress(FileNotFoundError):
             (out / stale).unlink()
     shutil.rmtree(out / REFERENCE_OUT, ignore_errors=True)
@@ -224,12 +227,12 @@ def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0
     else:
         raise XenQemuError("backend-build", f"no backend {backend!r}")
     nbytes = nbytes_for(seconds)
-    guest_timeout = int(seconds) + 150
-    write_run_files(out, be, nbytes, guest_timeout, capture)
-    result = RunResult(out=out, played=nbytes, capture=capture)
-    _boot(p, out, seconds, result, say)
+    guest_timeout = int(seconds * plays) + 150
+    write_run_files(out, be, nbytes, guest_timeout, capture, plays)
+    result = RunResult(out=out, played=nbytes * plays, plays=plays, capture=capture)
+    _boot(p, out, seconds * plays, result, say)
     _rcs_from_console(out, result)
-    _judge(be.received(out), nbytes, result)
+    _judge(be.received(out), nbytes, plays, result)
     if capture:
         _judge_capture(out, nbytes, result)
     log = out / scripts.BACKEND_LOG
@@ -362,9 +365,10 @@ def _rcs_from_console(out: Path, result: RunResult) -> None:
             result.arecord_rc = int(m.group(2))
 
 
-def _judge(received: bytes | None, nbytes: int, result: RunResult) -> None:
-    """Compare what the backend wrote out with what the guest played, byte for byte."""
-    expected = known_signal(nbytes // FRAME_BYTES)
+def _judge(received: bytes | None, nbytes: int, plays: int, result: RunResult) -> None:
+    """Compare what the backend wrote out with what the guest played (the signal, once per
+    play), byte for byte."""
+    expected = known_signal(nbytes // FRAME_BYTES) * plays
     got = received or b""
     result.received = len(got)
     result.audio_equal = got == expected

@@ -22,6 +22,9 @@ GUEST_NAME = "sndguest"
 #: the file plugin's output: every frame the backend wrote to ALSA, exactly as written
 BACKEND_RAW = "backend.raw"
 BACKEND_LOG = "backend.log"
+#: the reference backend's trace (every request, response and event it handled), kept in
+#: dom0's memory while it runs (as the log is) and copied out with it
+BACKEND_TRACE = "backend-trace.jsonl"
 CONSOLE_DIR = "console"
 GUEST_LOG = f"{CONSOLE_DIR}/guest-{GUEST_NAME}.log"
 
@@ -92,11 +95,21 @@ while ! grep -q vsnd /proc/asound/cards 2>/dev/null; do
 done
 g card
 frames=$(sed -n 's/.*sndif\.frames=\([0-9]*\).*/\1/p' /proc/cmdline)
-# -s: aplay knows where the stream ends (from a pipe it would write one more chunk of
-# silence at end of file)
-aplay -D hw:0,0 -t raw -f S16_LE -r @RATE@ -c @CHANNELS@ -B @BUFFER_US@ -F @PERIOD_US@ \
-  -s "$frames" /signal.raw
-g aplay rc=$?
+# sndif.plays=N: the same signal N times, each aplay opening and closing the stream anew
+# (the "reopen" scenario); the status reported is the first failure's, else 0
+plays=$(sed -n 's/.*sndif\.plays=\([0-9]*\).*/\1/p' /proc/cmdline)
+n=0; worst=0
+while [ $n -lt ${plays:-1} ]; do
+  # -s: aplay knows where the stream ends (from a pipe it would write one more chunk of
+  # silence at end of file)
+  aplay -D hw:0,0 -t raw -f S16_LE -r @RATE@ -c @CHANNELS@ -B @BUFFER_US@ -F @PERIOD_US@ \
+    -s "$frames" /signal.raw
+  rc=$?
+  n=$((n+1))
+  g aplay-run $n rc=$rc
+  [ $rc = 0 ] || { worst=$rc; break; }
+done
+g aplay rc=$worst
 if grep -q 'sndif\.capture=1' /proc/cmdline; then
   arecord -D hw:0,0 -t raw -f S16_LE -r @RATE@ -c @CHANNELS@ -B @BUFFER_US@ -F @PERIOD_US@ \
     -s "$frames" >/tmp/rec.raw
@@ -114,15 +127,16 @@ poweroff -f
 
 
 def guest_cfg(frames: int, unique_id: str, rate: int,
-              capture_id: str | None = None) -> str:
+              capture_id: str | None = None, plays: int = 1) -> str:
     """xl's configuration of the PV guest: one vsnd card, one playback stream and, with
-    ``capture_id``, one capture stream on the same PCM device."""
+    ``capture_id``, one capture stream on the same PCM device; the guest plays ``plays``
+    times."""
     capture = f", 'stream, unique-id={capture_id}, type=C'" if capture_id else ""
     return f"""name = "{GUEST_NAME}"
 type = "pv"
 kernel = "/guest/vmlinuz"
 ramdisk = "/guest/initrd.gz"
-extra = "console=hvc0 rdinit=/init loglevel=4 sndif.frames={frames}\
+extra = "console=hvc0 rdinit=/init loglevel=4 sndif.frames={frames} sndif.plays={plays}\
 {' sndif.capture=1' if capture_id else ''}"
 memory = 256
 vcpus = 1
@@ -134,7 +148,9 @@ vsnd = [[ 'card, sample-rates={rate}, sample-formats=s16_le', 'pcm, name=dev1', 
 
 def asound_conf(raw_path: str, capture_path: str, capture_echo: str) -> str:
     """ALSA's whole configuration for the backend in dom0 (``ALSA_CONFIG_PATH``): PCM
-    ``tap`` writes every frame to ``raw_path`` (the file plugin, byte-exact) and passes it
+    ``tap`` appends every frame to ``raw_path`` (the file plugin, byte-exact, through a pipe
+    to ``cat``: the plugin opens its file anew at each OPEN of the backend's ALSA device,
+    truncating it, so a second play would replace the first) and passes it
     on to the loopback card, whose kernel timer paces the stream like real hardware (a
     ``null`` slave has no clock, and snd_be reports the play position from the slave's
     audio timestamp). PCM ``tapc`` captures from the loopback card (silence, clocked) with
@@ -144,7 +160,7 @@ def asound_conf(raw_path: str, capture_path: str, capture_echo: str) -> str:
     return f"""pcm.tap {{
     type file
     slave.pcm {{ type hw; card "Loopback"; device 0; subdevice 0 }}
-    file "{raw_path}"
+    file "|cat >>{raw_path}"
     format "raw"
 }}
 pcm.tapc {{
@@ -177,6 +193,7 @@ stop_backend() {{
   kill -9 $BE 2>/dev/null
   BE=
   cp /run/{BACKEND_LOG} /out/{BACKEND_LOG}
+  [ -f /run/{BACKEND_TRACE} ] && cp /run/{BACKEND_TRACE} /out/{BACKEND_TRACE}
 }}
 # a failure still brings the backend's log out
 fail() {{ stop_backend; echo "@@SNDIF FAIL $*"; sync; poweroff -f; sleep 30; }}
