@@ -28,8 +28,9 @@ What is compared, and how:
   because the replay cannot run on the recorded clock: the number of events in a window
   (one more or fewer, plus a quarter of the recorded count: scheduling moves events
   across a window's edge; the same for the stream's whole trace) and each position,
-  paired in order (within one period of the OPEN in force, or exactly when it asked for
-  none: a shifted pairing is one period off).
+  paired in order: within one period of the OPEN in force per event the counts differ
+  by (at least one; exactly when it asked for no events), as a pairing shifted by one
+  event is one period off.
   Event ids are not compared: they count from the connection, which is a new one.
 """
 
@@ -261,9 +262,9 @@ class Replay:
             rec_w = _windows(rec_by_stream[path], rec_cuts)
             now_w = _windows(now, now_cuts)
             total = compare_events(rec_by_stream[path], now, period=-1)
-            if total:  # per window within tolerance, but drifting over the whole stream
-                t = rec_by_stream[path][0][0] if rec_by_stream[path] else first
-                self._differ(Difference(self.rec.seconds(t), path, "over the whole trace",
+            if total:  # known at the trace's end; a window's difference says more
+                self._differ(Difference(self.rec.seconds(self.rec.end_ns), path,
+                                        "over the whole trace",
                                         "position events", tuple(total)))
             period = 0
             for k in range(len(exs) + 1):
@@ -297,6 +298,7 @@ def compare_events(recorded: Sequence[tuple[int, bytes, bool]],
         return [("events", str(len(recorded)), f"{len(now)} (tolerance ±{slack})")]
     if period < 0:
         return []
+    tolerance = period * max(1, abs(len(now) - len(recorded)))  # pairing shifted that much
     for i, ((_, rraw, rskip), (_, nraw, nskip)) in enumerate(zip(recorded, now, strict=False)):
         r, n = codec.decode_evt(rraw), codec.decode_evt(nraw)
         if r.type != n.type:
@@ -305,9 +307,9 @@ def compare_events(recorded: Sequence[tuple[int, bytes, bool]],
             drop = {True: "dropped by Linux (id gap)", False: "taken by Linux"}
             return [(f"event {i + 1}", drop[rskip], drop[nskip])]
         rpos, npos = getattr(r, "position", None), getattr(n, "position", None)
-        if rpos is not None and npos is not None and abs(rpos - npos) > period:
+        if rpos is not None and npos is not None and abs(rpos - npos) > tolerance:
             return [(f"event {i + 1} position", str(rpos),
-                     f"{npos} (tolerance ±{period})")]
+                     f"{npos} (tolerance ±{tolerance})")]
     return []
 
 
