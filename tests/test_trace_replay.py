@@ -6,8 +6,10 @@ field; against snd_be it runs to the end; bad files are one-line usage errors.""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,34 @@ def test_events_compare_with_the_documented_tolerance():
     assert compare_events([_evt(64)], [_evt(65)], 0)[0][0] == "event 1 position"
     skipped = [(0, rec[0][1], True)]
     assert compare_events(rec[:1], skipped, 4096)[0][0] == "event 1"
+
+
+def test_sigterm_mid_replay_leaves_nothing_running(traces):
+    """Killed while it waits for a hung backend: the world is torn down on the way out."""
+    from test_shell import alive, descendants
+
+    proc = subprocess.Popen([*HARNESS, "replay", str(traces["hw"]), "--defect",
+                             "hang-on-hw-query", "--timeout", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("replay of "), proc.stderr
+        deadline = time.monotonic() + 30
+        while len(descendants(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the simulated Xen and the backend are up
+        kids = descendants(proc.pid)
+        assert len(kids) >= 2, kids
+        time.sleep(0.5)  # the first query is now waiting for its answer
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [k for k in kids if alive(k)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for f in (proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()

@@ -48,6 +48,8 @@ def _replay_trace(args: argparse.Namespace) -> int:
         recording = recording_of(_records(args.file))
     except RecordingError as exc:
         raise UsageError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:  # records of the wrong shape
+        raise UsageError(f"{path}: not a trace ({type(exc).__name__}: {exc})") from None
     given = _given_world(args)
     recorded = recorded_world(path)
     world = given if given is not None else recorded[0] if recorded else []
@@ -90,10 +92,13 @@ def _run_trace(recording: Recording, spec: WorldSpec, out: Path, timeout: float
     """Build the world, check the trace's streams are in its card, replay."""
     from harness.capture.replay import Replay
     from harness.cli import UsageError
+    from harness.shell.console import terminating_signals
     from harness.trace import Trace
     from harness.world.world import running_world
 
-    with Trace(out / "trace.jsonl") as trace, running_world(spec, out, trace=trace) as world:
+    # SIGTERM/SIGHUP unwind the world like an exception: nothing is left running
+    with terminating_signals(), Trace(out / "trace.jsonl") as trace, \
+            running_world(spec, out, trace=trace) as world:
         assert world.dev is not None
         card = [s.path for s in world.dev.streams]
         missing = [p for p in recording.streams if p not in card]
