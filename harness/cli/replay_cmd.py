@@ -59,7 +59,7 @@ def _replay_trace(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     source = ("the options given" if given is not None else
               f"as recorded in {recorded[1]}" if recorded else
-              "the default (the trace does not record its world)")
+              "default: the trace does not record its world")
     print(f"replay of {path}: {len(recording.exchanges)} request(s) on "
           f"{', '.join(recording.streams)}, {len(recording.events)} position event(s) "
           f"recorded; world: {' '.join(world) or '--backend reference'} ({source})")
