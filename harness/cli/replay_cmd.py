@@ -38,14 +38,14 @@ def _replay_trace(args: argparse.Namespace) -> int:
         recording_of,
     )
     from harness.cli import UsageError
-    from harness.cli.trace_cmd import _records
+    from harness.cli.trace_cmd import read_records
     from harness.fuzz.reproducer import world_from_cli
     from harness.world.spec import WorldSpecError
 
     path = Path(args.file)
     try:
         check_trace_file(path)
-        recording = recording_of(_records(args.file))
+        recording = recording_of(read_records(args.file))
     except RecordingError as exc:
         raise UsageError(f"{path}: {exc}") from None
     except (TypeError, ValueError, KeyError) as exc:  # records of the wrong shape

@@ -13,7 +13,7 @@ from harness.cli import UsageError
 from harness.trace import TraceRecord, load
 
 
-def _records(path: str) -> list[TraceRecord]:
+def read_records(path: str) -> list[TraceRecord]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{path}: no such trace file")
@@ -30,7 +30,7 @@ def _show(args: argparse.Namespace) -> int:
 
     try:
         since = parse_since(args.since) if args.since is not None else None
-        lines = timeline(_records(args.trace), stream=args.stream, since=since)
+        lines = timeline(read_records(args.trace), stream=args.stream, since=since)
         for line in lines:
             print(line)
     except ValueError as exc:
@@ -41,7 +41,7 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from harness.capture import packets_from_trace, write_pcapng
 
-    records = _records(args.trace)
+    records = read_records(args.trace)
     out = Path(args.output)
     if out.suffix != ".pcapng":
         raise UsageError(f"-o {args.output}: the capture is pcapng: name it *.pcapng")
