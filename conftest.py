@@ -37,9 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_world_options(group.addoption)
     group.addoption("--backend-domid", type=int, default=0, metavar="N",
                     help="domain id of the backend (default 0)")
-    group.addoption("--frontend-domid", type=int, default=1, metavar="N",
-                    help="domain id of the frontend (default 1; 0 on a real Xen host where "
-                         "the harness, its frontend and the backend all run in dom0)")
+    group.addoption("--frontend-domid", type=int, default=None, metavar="N",
+                    help="domain id of the frontend (default 1 on the sim; on a real Xen "
+                         "host 0: the harness, its frontend and the backend run in dom0)")
     group.addoption("--restart-policy", default="on-failure",
                     choices=("on-failure", "every-case"),
                     help="restart the backend after a CRASH/HANG (default) or before every "
@@ -68,13 +68,19 @@ def pytest_configure(config: pytest.Config) -> None:
     t = float(config.getoption("case_timeout"))
     if t <= 0:
         raise pytest.UsageError("--case-timeout must be > 0")
-    for opt in ("backend_domid", "frontend_domid"):
-        if config.getoption(opt) < 0:
-            raise pytest.UsageError(f"--{opt.replace('_', '-')} must be >= 0")
+    real = config.getoption("platform") == "real"
+    fe_domid = config.getoption("frontend_domid")
+    if fe_domid is None:
+        fe_domid = 0 if real else 1
+    if config.getoption("backend_domid") < 0 or fe_domid < 0:
+        raise pytest.UsageError("--backend-domid and --frontend-domid must be >= 0")
+    if real and fe_domid != 0:
+        raise pytest.UsageError("--platform real: the frontend is this process, in dom0 "
+                                "(--frontend-domid 0)")
     try:
         spec = world_from_options(config.getoption, platform=config.getoption("platform"),
                                   backend_domid=config.getoption("backend_domid"),
-                                  frontend_domid=config.getoption("frontend_domid"),
+                                  frontend_domid=fe_domid,
                                   request_timeout_ms=int(t * 1000))
     except WorldSpecError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -164,8 +170,6 @@ def backend_supervisor(pytestconfig: pytest.Config,
     """One supervised backend for the whole run (restarted as needed)."""
     from harness.runner.supervisor import running_supervisor
 
-    if pytestconfig.getoption("platform") == "real":
-        pytest.fail("--platform real: the supervisor runs on the simulated Xen only (yet)")
     out = pytestconfig.getoption("backend_out")
     out_dir = Path(out) if out else tmp_path_factory.mktemp("backend")
     with running_supervisor(out_dir, supervisor_config(pytestconfig)) as sup:

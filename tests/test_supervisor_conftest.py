@@ -27,7 +27,8 @@ def inner(pytester: pytest.Pytester) -> pytest.Pytester:
     (["--defect", "no-such-defect"], "no-such-defect"),
     (["--restart-policy", "sometimes"], "invalid choice: 'sometimes'"),
     (["--case-timeout", "0"], "--case-timeout must be > 0"),
-    (["--platform", "real"], "only --backend attach"),
+    (["--platform", "real", "--backend-domid", "3"], "a backend in another domain must be "
+                                                      "running already"),
     (["--audio", "alsa-file"], "the reference backend plays to WAV files"),
     (["--unique-id", "{sink}"], "unknown field {sink}"),
     (["--backend-env", "NOEQUALS"], "expected NAME=VALUE"),

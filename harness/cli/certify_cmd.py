@@ -45,6 +45,10 @@ def pytest_args(args: argparse.Namespace, report_dir: Path, suites: Path) -> lis
             out += ["--" + opt.replace("_", "-"), str(value)]
     if args.strict:
         out.append("--certify-strict")
+    if args.platform != "sim":
+        out += ["--platform", args.platform]
+    if args.frontend_domid is not None:
+        out += ["--frontend-domid", str(args.frontend_domid)]
     if args.k:
         out += ["-k", args.k]
     if args.n:
@@ -57,7 +61,8 @@ def _certify(args: argparse.Namespace) -> int:
 
     from harness.cli import UsageError
 
-    world_from_args(args)  # a bad world option is a usage error before anything starts
+    # a bad world option is a usage error before anything starts
+    world_from_args(args, platform="real" if args.platform != "sim" else "sim")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report_dir = Path(args.report_dir or Path("reports") / f"certify-{stamp}").absolute()
     if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
@@ -74,7 +79,12 @@ def _certify(args: argparse.Namespace) -> int:
     suites = _suites_dir()
     if not suites.is_dir():
         raise UsageError(f"no suites directory at {suites} (run from a source checkout)")
-    rc = int(pytest.main(pytest_args(args, report_dir, suites)))
+    if args.platform == "xen-qemu":
+        from harness.xenqemu.certify import certify_on_qemu
+
+        rc = certify_on_qemu(args, report_dir, suites)
+    else:
+        rc = int(pytest.main(pytest_args(args, report_dir, suites)))
     if rc == _USAGE:
         return 2
     rc = rc if rc in _OURS else 3
@@ -85,6 +95,16 @@ def _certify(args: argparse.Namespace) -> int:
     # the run's own 0/1 gives way to the gate's: with a baseline, only a change fails;
     # with -k the cases left out are not a change
     return run_gate(args.baseline, str(report_dir / "results.json"), allow_gone=bool(args.k))
+
+
+def _domid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a domain id: {text!r}") from None
+    if not 0 <= value < 0x7FF0:  # DOMID_FIRST_RESERVED
+        raise argparse.ArgumentTypeError(f"{value} is not a domain id (0 .. 32751)")
+    return value
 
 
 def _count(text: str) -> int:
@@ -118,6 +138,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="run the cases in N processes (needs pytest-xdist)")
     p.add_argument("--case-timeout", type=positive_float, metavar="S",
                    help="request timeout after which the backend is called hung")
+    p.add_argument("--platform", choices=("sim", "real", "xen-qemu"), default="sim",
+                   help="sim: the simulated Xen (default); real: the Xen host this runs on, "
+                        "in dom0 (the backend is started in dom0, the frontend is dom0 "
+                        "too unless --frontend-domid names a guest); xen-qemu: real Xen "
+                        "4.17 booted under QEMU for the run (see sndif-harness xen-qemu), "
+                        "the report brought back")
+    p.add_argument("--frontend-domid", type=_domid, metavar="N", default=None,
+                   help="the frontend's domain (default 1 on the sim, 0 on real Xen)")
     p.add_argument("--baseline", metavar="FILE",
                    help="then gate the run on this baseline (sndif-harness gate): exit 0 "
                         "no change, 1 a change, 3 still a harness failure")

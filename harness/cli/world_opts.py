@@ -14,11 +14,11 @@ def add_world_options(p: argparse.ArgumentParser) -> None:
     _add(p.add_argument_group("the backend under test and its world").add_argument)
 
 
-def world_from_args(args: argparse.Namespace) -> WorldSpec:
+def world_from_args(args: argparse.Namespace, **more: object) -> WorldSpec:
     """The :class:`WorldSpec` of parsed options; a bad value is a usage error."""
     from harness.cli import UsageError
 
     try:
-        return world_from_options(lambda name: getattr(args, name))
+        return world_from_options(lambda name: getattr(args, name), **more)
     except WorldSpecError as exc:
         raise UsageError(str(exc)) from None

@@ -230,7 +230,7 @@ def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0
     guest_timeout = int(seconds * plays) + 150
     write_run_files(out, be, nbytes, guest_timeout, capture, plays)
     result = RunResult(out=out, played=nbytes * plays, plays=plays, capture=capture)
-    _boot(p, out, seconds * plays, result, say)
+    boot(p, out, seconds * plays, result, say)
     _rcs_from_console(out, result)
     _judge(be.received(out), nbytes, plays, result)
     if capture:
@@ -255,12 +255,15 @@ def _reader(stream: IO[bytes], log: IO[str], t0: float,
     lines.put(None)
 
 
-def _boot(p: Prepared, out: Path, seconds: float, result: RunResult,
-          say: Callable[[str], None]) -> None:
+def boot(p: Prepared, out: Path, seconds: float, result: RunResult,
+          say: Callable[[str], None],
+          stages: list[tuple[str, str, float]] | None = None) -> None:
+    """One boot, followed stage by stage (``stages``: the guest's play by default)."""
     argv = qemu_argv(p, out)
-    stages = list(STAGES)
-    if result.capture:
-        stages.insert([s[0] for s in stages].index("aplay") + 1, ARECORD_STAGE)
+    if stages is None:
+        stages = list(STAGES)
+        if result.capture:
+            stages.insert([s[0] for s in stages].index("aplay") + 1, ARECORD_STAGE)
     (out / "qemu-argv.txt").write_text("\n".join(argv) + "\n")
     lines: queue.Queue[tuple[float, str] | None] = queue.Queue()
     t0 = time.monotonic()

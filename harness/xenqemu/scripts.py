@@ -25,6 +25,7 @@ BACKEND_LOG = "backend.log"
 #: the reference backend's trace (every request, response and event it handled), kept in
 #: dom0's memory while it runs (as the log is) and copied out with it
 BACKEND_TRACE = "backend-trace.jsonl"
+CERTIFY_LOG = "certify.log"
 CONSOLE_DIR = "console"
 GUEST_LOG = f"{CONSOLE_DIR}/guest-{GUEST_NAME}.log"
 
@@ -252,5 +253,33 @@ xl destroy {GUEST_NAME} >/dev/null 2>&1
 mark stage guest-gone
 stop_backend
 mark stage backend-stopped
+sync
+"""
+
+
+def dom0_certify(*, argv: list[str], cwd: str, out_in_chroot: str, env: dict[str, str]) -> str:
+    """The run's script in dom0 for a certification on real Xen: the harness itself runs in
+    the chroot of the host's root (read-only; dom0's own /tmp and /run bound over it, the
+    out share at its host path) as domain 0, playing the frontend of a device whose backend
+    it starts in dom0 too (both ends in one domain: the grants, event channels and
+    XenStore are Xen's own)."""
+    env_s = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
+    cmd = shlex.quote(f"cd {shlex.quote(cwd)} && exec "
+                      + " ".join(shlex.quote(a) for a in argv))
+    out = shlex.quote(out_in_chroot)
+    return _COMMON + f"""
+export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
+for d in proc sys dev run tmp; do
+  mount -o bind /$d /host/$d || fail certify-start "bind /$d"
+done
+# an out under /tmp is now in dom0's /tmp: make its mount point there
+mkdir -p /host{out} 2>/dev/null
+mount -o bind /out /host{out} || fail certify-start "bind out"
+mark stage certify-start
+chroot /host /usr/bin/env -i PATH=/usr/bin:/bin HOME=/tmp {env_s} /bin/sh -c {cmd} \\
+  >/run/{CERTIFY_LOG} 2>&1 </dev/null
+rc=$?
+cp /run/{CERTIFY_LOG} /out/{CERTIFY_LOG}
+mark stage certify-done rc=$rc
 sync
 """
