@@ -152,6 +152,9 @@ class DeviceObserver:
             else:
                 self.ledger.fail("SND-A-13", f"frontend Connected while the backend is "
                                  f"{_name(be)} (frontend was {_name(prev)})")
+            if prev != S.Initialised and be != S.Connected:
+                self.ledger.fail("SND-A-10", f"frontend went Connected from {_name(prev)}, "
+                                 "never Initialised after publishing its transport")
         elif state == S.Closing:
             self._fatal_error_node()
         elif state == S.Closed:
@@ -322,6 +325,8 @@ class DeviceObserver:
         op = req.operation
         what = f"stream {path}: {_op(op)} id {req.id}"
         self._ring_checks(w, raw, req, what)
+        if self.fe_state != S.Connected:  # the watch may lag the notification: re-read
+            self.frontend_state(self.seam.read(f"{self.fe_path}/{XsField.STATE}"))
         if self.fe_state == S.Connected:
             self.ledger.ok("SND-G-02", "requests only while Connected")
         else:

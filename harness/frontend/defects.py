@@ -26,7 +26,7 @@ CATALOGUE: tuple[Defect, ...] = (
        "waiting for the backend to connect"),
     _d("closed-without-closing", "A", "SND-A-15",
        "at teardown writes Closed at once, never Closing, without waiting for the backend"),
-    _d("missing-event-channel", "A", "SND-A-10 SND-A-11",
+    _d("missing-event-channel", "A", "SND-A-10",
        "publishes ring-ref, evt-ring-ref and evt-event-channel but no event-channel"),
     _d("wrong-event-channel", "A", "SND-A-11",
        "publishes an event-channel port it never allocated (its port + 1000)"),
