@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "harness.cli.demo_cmd",
     "harness.cli.defects_cmd",
     "harness.cli.certify_cmd",
+    "harness.cli.certify_frontend_cmd",
     "harness.cli.report_cmd",
     "harness.cli.baseline_cmd",
     "harness.cli.bundle_cmd",

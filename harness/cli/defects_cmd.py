@@ -9,8 +9,15 @@ import sys
 
 
 def _defects(args: argparse.Namespace) -> int:
-    from harness.backends.reference.defects import AREAS, CATALOGUE, UnknownDefect, lookup
     from harness.cli import UsageError
+    from harness.defect_catalogue import AREAS, UnknownDefect
+
+    if args.frontend:
+        from harness.frontend.defects import CATALOGUE, lookup
+        use = "sndif-harness certify-frontend --fe-defect NAME"
+    else:
+        from harness.backends.reference.defects import CATALOGUE, lookup
+        use = "python -m harness.backends.reference --defect NAME"
 
     try:
         chosen = [lookup(n) for n in args.names] if args.names else list(CATALOGUE)
@@ -31,8 +38,7 @@ def _defects(args: argparse.Namespace) -> int:
     for row in [head, *rows]:
         print("  ".join([*(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)),
                          row[3]]))
-    print(f"\n{len(chosen)} defects; use with: python -m harness.backends.reference "
-          "--defect NAME")
+    print(f"\n{len(chosen)} defects; use with: {use}")
     return 0
 
 
@@ -46,4 +52,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("names", nargs="*", metavar="NAME", help="only these defects")
     p.add_argument("--area", help="only this area (A-H)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--frontend", action="store_true",
+                   help="the reference frontend's catalogue (certify-frontend --fe-defect)")
     p.set_defaults(handler=_defects)

@@ -39,6 +39,7 @@ from protocol_models.xenbus import XenbusState
 from protocol_models.xenstore import XsError
 
 from . import violations as V
+from .defects import FrontendDefects, current
 from .errors import (
     ConnectTimeout,
     FrontendError,
@@ -78,8 +79,10 @@ class FrontendDevice:
     Linux does. Starts at once; :meth:`wait_connected`, :meth:`close`."""
 
     def __init__(self, domain: Domain, devid: int = 0, *, trace: Trace | None = None,
-                 timeout_ms: int = VSND_WAIT_BACK_MS, start: bool = True) -> None:
+                 timeout_ms: int = VSND_WAIT_BACK_MS, start: bool = True,
+                 defects: FrontendDefects | None = None) -> None:
         self.domain = domain
+        self.defects = current() if defects is None else defects  # injected bugs
         self.store = domain.store
         self.domid = domain.domid
         self.devid = devid
@@ -304,14 +307,19 @@ class FrontendDevice:
         elif isinstance(action, AllocateAndPublishTransport):
             return self._allocate_and_publish(action.streams)
         elif isinstance(action, WriteFrontendState):
-            self.store.write(f"{self.fe_path}/{XsField.STATE}", str(int(action.state)))
-            self.trace.record("state", self.domid, who="frontend", path=self.fe_path,
-                              state=int(action.state))
+            state = self._defective_state(action.state)
+            if state is not None:
+                self.store.write(f"{self.fe_path}/{XsField.STATE}", str(int(state)))
+                self.trace.record("state", self.domid, who="frontend", path=self.fe_path,
+                                  state=int(state))
         elif isinstance(action, FreeChannels):
             self._free_channels()
         elif isinstance(action, CreateDevice):
             for s in self.streams:
                 s.connected = True
+            if self.defects.has("request-before-connected") and self.streams:
+                self.streams[0].send_raw(self.streams[0].query_request())
+                time.sleep(0.3)  # the backend serves it while we are still Initialised
             self.generation += 1
             return DeviceCreated(True)
         elif isinstance(action, DestroyDevice):
@@ -330,6 +338,15 @@ class FrontendDevice:
             self.errors.append(action.message)
             self.trace_note(action.message)
         return None
+
+    def _defective_state(self, state: XenbusState) -> XenbusState | None:
+        """The state a defective frontend writes instead (None: nothing)."""
+        if state == XenbusState.Initialised and \
+                self.defects.has("connected-without-initialised"):
+            return XenbusState.Connected  # A-10, A-13
+        if state == XenbusState.Closing and self.defects.has("closed-without-closing"):
+            return None  # A-15: straight to Closed
+        return state
 
     def _read_config(self) -> CardConfig | ConfigError:
         nodes: dict[str, bytes] = {}
@@ -397,6 +414,11 @@ class FrontendDevice:
                                         (XsField.EVT_CHNL, s.req_port),
                                         (XsField.EVT_RING_REF, s.evt_ring_ref),
                                         (XsField.EVT_EVT_CHNL, s.evt_port)):
+                        if node == XsField.EVT_CHNL:
+                            if self.defects.has("missing-event-channel"):
+                                continue
+                            if self.defects.has("wrong-event-channel"):
+                                value += 1000
                         self.store.write(f"{base}/{node}", str(value), tx)
 
             in_transaction(self.store, body)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from harness.card_config import StreamConfig
+from harness.rings import IN_CONS, RING_HEADER_SIZE, RSP_EVENT
 from harness.trace import Trace
 from harness.xen.api import Domain, SharedPages
 from protocol_models.constants import (
@@ -28,6 +29,7 @@ from protocol_models.constants import (
 )
 
 from . import violations as V
+from .defects import FrontendDefects
 from .errors import (
     Disconnected,
     NotConnected,
@@ -49,6 +51,7 @@ class StreamHost(Protocol):
     hv_lock: Any  # guards the (thread-unsafe) grants and event-channel clients
     trace: Trace
     timeout_ms: int
+    defects: FrontendDefects
 
     def notify(self, port: int, stream: str | None = None) -> None: ...
     def trace_msg(self, kind: str, raw: bytes, **fields: Any) -> None: ...
@@ -93,6 +96,8 @@ class FrontendStream:
         self._raw_responses: deque[Response] = deque()
         self._traced_violations = 0
         self._aborts = 0  # releases by abort_requests: wake raw waiters too
+        self._leaked: list[SharedBuffer] = []  # defect "no-revoke-at-close"
+        self._opened_once = False
 
     # -- identity ----------------------------------------------------------------------
 
@@ -121,6 +126,18 @@ class FrontendStream:
                        timeout_ms: int | None = None) -> Response:
         """HW_PARAM_QUERY (SND-F-01): buffer and period in frames. Defaults describe the
         stream's configured space, as ALSA's first refine does."""
+        return self._call(Op.HW_PARAM_QUERY, timeout_ms,
+                          **self._query_fields(formats, rates, channels, buffer, period))
+
+    def query_request(self) -> bytes:
+        """The encoded first HW_PARAM_QUERY (for raw sending)."""
+        return self.core.build(Op.HW_PARAM_QUERY,
+                               **self._query_fields(None, None, None, None, None))
+
+    def _query_fields(self, formats: int | Iterable[PcmFormat | str] | None,
+                      rates: tuple[int, int] | None, channels: tuple[int, int] | None,
+                      buffer: tuple[int, int] | None, period: tuple[int, int] | None
+                      ) -> dict[str, int]:
         hw = self.config.hw
         if formats is None:
             mask = hw.formats_mask
@@ -139,17 +156,22 @@ class FrontendStream:
                             hw.buffer_bytes_max // min_frame)
         period = period or (max(1, hw.period_bytes_min // max_frame),
                             hw.period_bytes_max // min_frame)
-        return self._call(Op.HW_PARAM_QUERY, timeout_ms, formats=mask,
-                          rates_min=rates[0], rates_max=rates[1],
-                          channels_min=channels[0], channels_max=channels[1],
-                          buffer_min=buffer[0], buffer_max=buffer[1],
-                          period_min=period[0], period_max=period[1])
+        if self.device.defects.has("empty-hw-query"):
+            rates = (rates[1] + 1, rates[0])  # F-01: min > max
+        return dict(formats=mask, rates_min=rates[0], rates_max=rates[1],
+                    channels_min=channels[0], channels_max=channels[1],
+                    buffer_min=buffer[0], buffer_max=buffer[1],
+                    period_min=period[0], period_max=period[1])
 
     def open(self, rate: int, fmt: PcmFormat | int | str, channels: int, buffer_sz: int,
              period_sz: int, *, timeout_ms: int | None = None) -> Response:
         """ALSA hw_params + prepare: free any old buffer WITHOUT a CLOSE (SND-C-13), reset
         ids and positions (B-11), allocate and grant the buffer (C-02, C-03), send OPEN."""
         fmt_v = int(pcm_format(fmt))
+        defects = self.device.defects
+        if defects.has("trigger-before-open") and not self._opened_once:
+            self.trigger(Trigger.START, timeout_ms=timeout_ms)  # D-02: no OPEN yet
+        self._opened_once = True
         with self.cond:
             self._require_connected()
             self._free_buffer(after_close=False)
@@ -158,6 +180,10 @@ class FrontendStream:
             self.shbuf = SharedBuffer(self.device.domain.grants, self.device.backend_id,
                                       buffer_sz, self.device.hv_lock)
             gref = self.shbuf.gref_directory
+            if defects.has("gref-zero-in-directory"):
+                self.shbuf.dir_pages.page(0)[8:12] = bytes(4)  # C-05: slot 1 is gref 0
+            if defects.has("buffer-size-mismatch"):
+                buffer_sz += 4096  # C-02: one page more than the directory lists
             self.device.trace_note(f"stream {self.path}: buffer {buffer_sz} octets, "
                                    f"{self.shbuf.npages} pages, "
                                    f"{len(self.shbuf.dir_grefs)} directory pages, "
@@ -169,7 +195,8 @@ class FrontendStream:
     def write(self, offset: int, data: bytes, *, timeout_ms: int | None = None) -> Response:
         """Playback copy: samples into the buffer, then WRITE (SND-C-10)."""
         self._buffer().write(offset, data)
-        return self._call(Op.WRITE, timeout_ms, offset=offset, length=len(data))
+        extra = 4096 if self.device.defects.has("write-beyond-buffer") else 0  # C-08
+        return self._call(Op.WRITE, timeout_ms, offset=offset, length=len(data) + extra)
 
     def read(self, offset: int, length: int, *, timeout_ms: int | None = None) -> Response:
         """Capture copy: READ, then the region out of the buffer (SND-C-11)."""
@@ -182,13 +209,16 @@ class FrontendStream:
     def trigger(self, type: Trigger | int | str, *, timeout_ms: int | None = None
                 ) -> Response:
         t = Trigger[type.upper()] if isinstance(type, str) else int(type)
+        if t == Trigger.PAUSE and self.device.defects.has("unknown-trigger"):
+            t = 7  # D-01: no such trigger type
         return self._call(Op.TRIGGER, timeout_ms, type=int(t))
 
     def set_volume(self, values: Sequence[int], *, offset: int = 0,
                    timeout_ms: int | None = None) -> Response:
         """SET_VOLUME: s32 per channel at offset + 4*i, 0.001 dB (SND-H-02)."""
         payload = struct.pack(f"<{len(values)}i", *values)
-        self._buffer().write(offset, payload)
+        if not self.device.defects.has("volume-not-written"):  # H-02: the values
+            self._buffer().write(offset, payload)
         return self._call(Op.SET_VOLUME, timeout_ms, offset=offset, length=len(payload))
 
     def get_volume(self, channels: int | None = None, *, offset: int = 0,
@@ -251,7 +281,7 @@ class FrontendStream:
             for raw in raws:
                 out.append(ch.put(raw, tag=_RAW))
                 self.device.trace_msg("req", raw, stream=self.path)
-            kick = ch.push()
+            kick = ch.push() and not self.device.defects.has("no-request-notify")
         if notify == "always" or (notify and kick):
             self.device.notify(self.req_port, self.path)
         return out
@@ -336,11 +366,11 @@ class FrontendStream:
             waiter = threading.Event()
             with self.cond:
                 ch = self._require_connected()
-                raw = self.core.build(op, **fields)
+                raw = self._defective(self.core.build(op, **fields))
                 pending = ch.put(raw, tag=_TYPED)
                 self._waiters[pending.seq] = waiter
                 self.device.trace_msg("req", raw, stream=self.path)
-                kick = ch.push()
+                kick = ch.push() and not self.device.defects.has("no-request-notify")
             if kick:
                 self.device.notify(self.req_port, self.path)
             waiter.wait(timeout_ms / 1000)
@@ -358,9 +388,21 @@ class FrontendStream:
         assert isinstance(result, Response)
         return result
 
+    def _defective(self, raw: bytes) -> bytes:
+        """The request as a defective frontend sends it."""
+        defects = self.device.defects
+        if defects.has("repeated-request-id"):
+            raw = struct.pack("<H", 7) + raw[2:]  # B-11
+        if defects.has("reserved-not-zero"):
+            raw = raw[:3] + b"\x5a" * 5 + raw[8:]  # B-12
+        return raw
+
     def _free_buffer(self, *, after_close: bool) -> None:
         buf, self.shbuf = self.shbuf, None
         if buf is None:
+            return
+        if self.device.defects.has("no-revoke-at-close"):
+            self._leaked.append(buf)  # C-12, C-03: granted for ever
             return
         busy = buf.free()
         if busy:
@@ -384,7 +426,13 @@ class FrontendStream:
             ch = self.channel
             if ch is None:
                 return
-            for resp in ch.consume_responses():
+            if self.device.defects.has("no-rsp-event-rearm"):  # B-06: put it back
+                armed = bytes(ch.ring_page[RSP_EVENT:RSP_EVENT + 4])
+                got = ch.consume_responses()
+                ch.ring_page[RSP_EVENT:RSP_EVENT + 4] = armed
+            else:
+                got = ch.consume_responses()
+            for resp in got:
                 self.device.trace_msg("resp", resp.raw, stream=self.path,
                                       status=resp.status)
                 req = resp.request
@@ -401,7 +449,10 @@ class FrontendStream:
             ch = self.channel
             if ch is None:
                 return
+            cons = bytes(ch.evt_page[IN_CONS:IN_CONS + 4])
             got = ch.consume_events()
+            if self.device.defects.has("no-event-consumption"):
+                ch.evt_page[IN_CONS:IN_CONS + 4] = cons  # B-14: in_cons never moves
             for ev in got:
                 self.device.trace_msg("evt", ev.raw, stream=self.path, index=ev.index,
                                       position=ev.position, linux_skips=ev.linux_skips)
@@ -420,6 +471,8 @@ class FrontendStream:
             self.core.violations = self.violations
             self.channel = StreamChannel(self.core, ring_pages.page(0), evt_pages.page(0))
             self.channel.init_shared()  # SND-B-01, B-17: before publishing
+            if self.device.defects.has("ring-header-not-zeroed"):
+                ring_pages.page(0)[16:RING_HEADER_SIZE] = b"\xff" * (RING_HEADER_SIZE - 16)
 
     def abort_requests(self) -> int:
         """Release every caller waiting for a response with :class:`Disconnected` (Linux's

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
+from harness.fejudge import FrontendJudge
 from harness.trace import Trace
 from harness.xen.connect import connect_domain
 
@@ -46,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on exit leave the BE state as it is instead of writing Closed")
     p.add_argument("--defect", action="append", default=[], metavar="NAME",
                    help="inject this bug (repeatable; 'sndif-harness defects' lists them)")
+    p.add_argument("--judge-frontend", metavar="FILE",
+                   default=os.environ.get("SNDIF_JUDGE_FRONTEND") or None,
+                   help="judge the frontend's side of the protocol while serving it (it "
+                        "changes no answer) and write the verdicts to FILE, a results.json "
+                        "(default $SNDIF_JUDGE_FRONTEND)")
+    p.add_argument("--judge-frontend-name", metavar="NAME",
+                   default=os.environ.get("SNDIF_JUDGE_FRONTEND_NAME") or "frontend",
+                   help="what the judged frontend is, for the report (default "
+                        "$SNDIF_JUDGE_FRONTEND_NAME)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -68,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
     trace = Trace(args.trace) if args.trace else None
+    judge = None
+    if args.judge_frontend:
+        judge = FrontendJudge(args.judge_frontend, name=args.judge_frontend_name,
+                              platform="sim" if "XEN_SIM_DIR" in os.environ else "real")
     audio: FileAudio | PulseAudioIO = (
         PulseAudioIO(args.pulse_sink, args.pulse_source) if args.audio == "pulse"
         else FileAudio(args.out, args.capture_source))
     backend = ReferenceBackend(domain, audio,
                                frontend_domid=args.frontend_domid, devid=args.devid,
                                trace=trace, close_on_exit=not args.no_close_on_exit,
-                               defects=defects)
+                               defects=defects, judge=judge)
 
     def stop(signum: int, frame: Any) -> None:
         backend.request_stop(0)

@@ -10,43 +10,11 @@ defect set the backend behaves exactly as BEHAVIOUR.md says.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-CLAUSE_ID = re.compile(r"SND-([A-H])-\d\d")
-AREAS = {
-    "A": "XenStore configuration and state transitions",
-    "B": "request ring and event page",
-    "C": "open/close and buffer sharing",
-    "D": "triggers and stream state machine",
-    "E": "CUR_POS events and pacing",
-    "F": "HW_PARAM_QUERY negotiation",
-    "G": "error paths",
-    "H": "volume and mute",
-}
-
-
-@dataclass(frozen=True)
-class Defect:
-    name: str  # kebab-case, the --defect argument
-    area: str  # "A".."H"
-    clauses: tuple[str, ...]  # the clause IDs this bug violates
-    description: str  # one line: what the backend then does
-    #: set when the behaviour is one the spec leaves open (an AMBIG point): not a bug to
-    #: fail, a choice the suites must report (INFO, observed) without judging it
-    ambiguity: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "area": self.area, "clauses": list(self.clauses),
-                "description": self.description, "ambiguity": self.ambiguity}
-
-
-def _d(name: str, area: str, clauses: str, description: str,
-       ambiguity: str | None = None) -> Defect:
-    return Defect(name, area, tuple(clauses.split()), description, ambiguity)
-
+from harness.defect_catalogue import AREAS, CLAUSE_ID, Defect, UnknownDefect, check_hook, find
+from harness.defect_catalogue import defect as _d
 
 CATALOGUE: tuple[Defect, ...] = (
     # (A) XenStore / XenBus state
@@ -166,22 +134,8 @@ CATALOGUE: tuple[Defect, ...] = (
 BY_NAME: dict[str, Defect] = {d.name: d for d in CATALOGUE}
 
 
-class UnknownDefect(ValueError):
-    """A name not in the catalogue; the message names it and suggests close matches."""
-
-    def __init__(self, name: str) -> None:
-        close = difflib.get_close_matches(name, BY_NAME, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else \
-            "; 'sndif-harness defects' lists them"
-        super().__init__(f"unknown defect {name!r}{hint}")
-        self.name = name
-
-
 def lookup(name: str) -> Defect:
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise UnknownDefect(name) from None
+    return find(BY_NAME, name, "'sndif-harness defects' lists them")
 
 
 @dataclass(frozen=True)
@@ -197,8 +151,7 @@ class Defects:
         return cls(frozenset(lookup(n).name for n in names))
 
     def has(self, name: str) -> bool:
-        if name not in BY_NAME:
-            raise KeyError(f"defect hook for {name!r}, which is not in the catalogue")
+        check_hook(BY_NAME, name)
         return name in self.names
 
     def __bool__(self) -> bool:
@@ -210,3 +163,6 @@ class Defects:
 
 #: The correct backend.
 NO_DEFECTS = Defects()
+
+__all__ = ["AREAS", "BY_NAME", "CATALOGUE", "CLAUSE_ID", "NO_DEFECTS", "Defect", "Defects",
+           "UnknownDefect", "lookup"]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.card_config import CardConfig, read_card_config
+from harness.fejudge import FrontendJudge
+from harness.fejudge.observer import DeviceObserver
 from harness.rings import BackRing, EventProducer
 from harness.trace import Trace
 from harness.xen.api import Domain, Mapping
@@ -68,9 +70,10 @@ def read_tree(store: Any, path: str, depth: int = 4) -> dict[str, bytes]:
 class SeamMemory:
     """:class:`GrantMemory` over ``api.Grants``: the FE's pages, traced."""
 
-    def __init__(self, domain: Domain, fe_domid: int, trace: Trace | None, stream: str
-                 ) -> None:
+    def __init__(self, domain: Domain, fe_domid: int, trace: Trace | None, stream: str,
+                 on_page: Callable[[int, bytes], None] | None = None) -> None:
         self.domain, self.fe_domid, self.trace, self.stream = domain, fe_domid, trace, stream
+        self.on_page = on_page  # the frontend judge sees every directory page read
 
     def _map(self, refs: Sequence[int], readonly: bool, what: str) -> Mapping:
         try:
@@ -92,9 +95,12 @@ class SeamMemory:
     def read_page(self, gref: int) -> bytes:
         m = self._map([gref], True, "directory")
         try:
-            return bytes(m.view[:XEN_PAGE_SIZE])
+            page = bytes(m.view[:XEN_PAGE_SIZE])
         finally:
             self._unmap(m, "directory")
+        if self.on_page is not None:
+            self.on_page(gref, page)
+        return page
 
     def map_buffer(self, grefs: Sequence[int]) -> _TracedBuffer:
         return _TracedBuffer(self, self._map(grefs, False, "buffer"))
@@ -113,6 +119,32 @@ class _TracedBuffer:
         if not self._done:
             self._done = True
             self._memory._unmap(self._mapping, "buffer")
+
+
+class JudgeSeam:
+    """What the frontend judge may do through this device: read XenStore, and probe
+    whether grants the frontend let go are still mappable (mapped read-only, unmapped at
+    once)."""
+
+    def __init__(self, device: VsndDevice) -> None:
+        self.device = device
+
+    def read(self, path: str) -> bytes | None:
+        return self.device._read(path)
+
+    def tree(self, path: str) -> dict[str, bytes]:
+        return read_tree(self.device.store, path)
+
+    def still_granted(self, grefs: Sequence[int]) -> list[int]:
+        d = self.device
+        still = []
+        for ref in grefs:
+            try:
+                d.domain.grants.map(d.fe_domid, [ref], True).unmap()
+            except (OSError, ValueError):
+                continue
+            still.append(ref)
+        return still
 
 
 @dataclass
@@ -139,8 +171,10 @@ class VsndDevice:
     def __init__(self, domain: Domain, be_path: str, fe_domid: int, devid: int,
                  audio: AudioFactory, trace: Trace | None = None,
                  on_ports: Callable[[VsndDevice], None] | None = None,
-                 defects: Defects = NO_DEFECTS) -> None:
+                 defects: Defects = NO_DEFECTS, judge: FrontendJudge | None = None) -> None:
         self.domain = domain
+        self.judge = judge  # --judge-frontend: watches, never changes an answer
+        self.observer: DeviceObserver | None = None
         self.defects = defects
         self.store = domain.store
         self.be_path = be_path
@@ -180,6 +214,9 @@ class VsndDevice:
     def start(self) -> None:
         """Validate the device (A-09), then watch the FE state."""
         ok, why = self._validate()
+        if self.judge is not None and self.fe_path and self.observer is None:
+            self.observer = self.judge.device(JudgeSeam(self), self.fe_domid, self.devid,
+                                              self.fe_path, self.be_path)
         if ok:  # A-04: before InitWait, so a frontend reacting to InitWait finds it
             self._write(f"{self.be_path}/{XsField.BE_VERSIONS}", VERSIONS)
         self.run(self.fsm.start(ok, why))
@@ -213,7 +250,12 @@ class VsndDevice:
         if path == f"{self.fe_path}/{XsField.STATE}":
             version = (self._read(f"{self.fe_path}/version")
                        if self.defects.has("require-version-node") else None)
-            self.run(self.fsm.frontend_state(self.read_state(path), version))
+            raw = self._read(path)
+            if self.observer is not None:
+                self.observer.frontend_state(raw)
+            self.run(self.fsm.frontend_state(XenbusState.parse(raw), version))
+            if self.judge is not None and XenbusState.parse(raw) == XenbusState.Closed:
+                self.judge.write()  # a connection ended: its verdicts so far
             return
         online = self._read(f"{self.be_path}/{XsField.ONLINE}")
         state = self.read_state(f"{self.be_path}/{XsField.STATE}")
@@ -234,6 +276,8 @@ class VsndDevice:
         while pending:
             action = pending.pop(0)
             if isinstance(action, SetState):
+                if self.observer is not None:
+                    self.observer.backend_state(action.state)
                 self._write(f"{self.be_path}/{XsField.STATE}", str(int(action.state)))
                 old = action.old.name if action.old is not None else "?"
                 log.info("%s: BE %s -> %s (%s)", self.name, old, action.state.name,
@@ -289,7 +333,9 @@ class VsndDevice:
                 self.connections.append(self._connect_stream(s, params))
             if not self.connections:
                 raise ConnectError("no stream has transport nodes")
-        except ConnectError:
+        except ConnectError as exc:
+            if self.observer is not None:
+                self.observer.connect_failed(str(exc))
             self.disconnect()
             raise
         except (OSError, XsError, ValueError) as exc:
@@ -302,7 +348,10 @@ class VsndDevice:
         ring_ref, req_port, evt_ref, evt_port = params
         sname = f"{self.name}-{s.pcm}-{s.stream}"
         info = StreamInfo(sname, s.type, StreamSpace.from_pcm_hw(s.hw))
-        memory = SeamMemory(self.domain, self.fe_domid, self.trace, sname)
+        obs = self.observer
+        memory = SeamMemory(self.domain, self.fe_domid, self.trace, sname,
+                            None if obs is None else
+                            lambda gref, page: obs.directory_page(s.path, gref, page))
         conn = Connection(s.path)
         try:
             for ref in (ring_ref, evt_ref):
@@ -320,6 +369,9 @@ class VsndDevice:
         except BaseException:
             self._release(conn)  # what this stream took so far; the rest via disconnect
             raise
+        if obs is not None:
+            obs.stream_connected(s.path, params, conn.maps[0].view[:XEN_PAGE_SIZE],
+                                 conn.maps[1].view[:XEN_PAGE_SIZE])
         ring = BackRing(conn.maps[0].view[:XEN_PAGE_SIZE])
         ring.attach()
         events = EventProducer(conn.maps[1].view[:XEN_PAGE_SIZE])
@@ -327,7 +379,7 @@ class VsndDevice:
         core = StreamCore(info, memory, self.audio, on_state=self._stream_state(sname),
                           defects=self.defects)
         conn.channel = StreamChannel(core, ring, events,
-                                     on_request=self._trace_request(sname),
+                                     on_request=self._trace_request(sname, s.path, core),
                                      on_event=self._trace_event(sname))
         log.info("%s: stream %s connected (ports %d/%d)", self.name, s.path, *conn.ports)
         return conn
@@ -340,11 +392,15 @@ class VsndDevice:
                                   state=new.name)
         return changed
 
-    def _trace_request(self, sname: str) -> Callable[[bytes, bytes], None]:
+    def _trace_request(self, sname: str, path: str, core: StreamCore
+                       ) -> Callable[[bytes, bytes], None]:
         def traced(req: bytes, resp: bytes) -> None:
             if self.trace is not None:
                 self.trace.record("req", self.domain.domid, stream=sname, raw=req)
                 self.trace.record("resp", self.domain.domid, stream=sname, raw=resp)
+            if self.observer is not None:  # SET_VOLUME: the values the backend read
+                volume = None if core.opened is None else list(core.opened.volume)
+                self.observer.request(path, req, resp, volume)
         return traced
 
     def _trace_event(self, sname: str) -> Callable[[bytes], None]:
@@ -363,6 +419,8 @@ class VsndDevice:
             self.on_ports(self)
 
     def _release(self, conn: Connection) -> None:
+        if self.observer is not None:
+            self.observer.stream_released(conn.path)
         if conn.channel is not None:
             try:
                 conn.channel.core.close()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from harness.fejudge import FrontendJudge
 from harness.rings import RingError
 from harness.trace import Trace
 from harness.xen.api import Domain, WatchEvent
@@ -45,8 +46,9 @@ class ReferenceBackend:
     def __init__(self, domain: Domain, audio: AudioFactory, *,
                  frontend_domid: int | None = None, devid: int | None = None,
                  trace: Trace | None = None, close_on_exit: bool = True,
-                 defects: Defects = NO_DEFECTS) -> None:
+                 defects: Defects = NO_DEFECTS, judge: FrontendJudge | None = None) -> None:
         self.domain = domain
+        self.judge = judge  # --judge-frontend: an observer of the frontend, never a voice
         self.defects = defects  # injected bugs (defects.py); none for the correct backend
         self.store = domain.store
         self.audio = audio
@@ -188,6 +190,8 @@ class ReferenceBackend:
         for device, conn in list(self.ports.values()):
             if conn.channel is not None and conn.req_port in self.ports:
                 self._flush(device, conn, now)
+                if device.observer is not None:
+                    device.observer.tick(conn.path)
 
     def _flush(self, device: VsndDevice, conn: Connection, now: int) -> None:
         assert conn.channel is not None
@@ -280,7 +284,8 @@ class ReferenceBackend:
         if state is None or self._read(f"{be_path}/{XsField.FRONTEND}") is None:
             return  # not (yet) a complete device
         device = VsndDevice(self.domain, be_path, fe, devid, self.audio, self.trace,
-                            on_ports=self._index_ports, defects=self.defects)
+                            on_ports=self._index_ports, defects=self.defects,
+                            judge=self.judge)
         self.devices[(fe, devid)] = device
         self._by_token[device.token] = device
         log.info("%s: found (BE state %s)", device.name, state.name)
@@ -321,6 +326,8 @@ class ReferenceBackend:
         except (XsError, OSError):
             pass
         self._record("backend", note="stop")
+        if self.judge is not None:
+            self.judge.write(final=True)
 
     def close(self) -> None:
         """Release the wake pipe (after any ``signal.set_wakeup_fd`` was reset)."""
