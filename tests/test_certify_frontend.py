@@ -52,7 +52,11 @@ def test_the_results_are_a_certification_document(
     _, _, out = clean
     results = out / "results.json"
     assert cli_main(["report", "html", str(results), "-o", str(tmp_path / "r.html")]) == 0
-    assert "SND-B-14" in (tmp_path / "r.html").read_text()
+    page = (tmp_path / "r.html").read_text()
+    assert "SND-B-14" in page and "Clauses judged on the frontend" in page
+    # a complete certification, by the frontend's own clause set, bundled and verified
+    assert cli_main(["bundle", str(out), "-o", str(tmp_path / "cert.tar.gz")]) == 0
+    assert cli_main(["bundle", "verify", str(tmp_path / "cert.tar.gz")]) == 0
     base = tmp_path / "baseline.toml"
     assert cli_main(["baseline", "create", str(results), "-o", str(base)]) == 0
     assert cli_main(["gate", "--baseline", str(base), str(results)]) == 0

@@ -135,6 +135,14 @@ def _identity(doc: Mapping[str, Any]) -> str:
     return f'<h2 id="identity">Identity</h2><dl class="id">{items}</dl>'
 
 
+def judged_sides(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """(the side judged, the clauses not judged) of a run: a backend's certification, or a
+    frontend's (``certify-frontend``: run.judged = "frontend")."""
+    if (doc.get("run") or {}).get("judged") == "frontend":
+        return "frontend", "backend-side"
+    return "backend", "frontend/toolstack"
+
+
 def _areas(doc: Mapping[str, Any]) -> str:
     summary = doc["summary"]
     areas: Mapping[str, Any] = summary.get("areas") or {}
@@ -148,10 +156,11 @@ def _areas(doc: Mapping[str, Any]) -> str:
                                           for v in VERDICTS)])
     cases = summary.get("cases") or {}
     case_line = ", ".join(f"{esc(v)} {esc(n)}" for v, n in cases.items()) or "none"
-    return ('<h2 id="areas">Clauses judged on the backend, per area</h2>'
+    side, other = judged_sides(doc)
+    return (f'<h2 id="areas">Clauses judged on the {side}, per area</h2>'
             + _table(["area", *VERDICTS], rows, ' id="verdict-table"')
             + f'<p class="muted">{esc(summary.get("not_judged_on_backend", 0))} '
-              'frontend/toolstack clauses are not judged on a backend. '
+              f'{other} clauses are not judged on a {side}. '
               f'Cases: {case_line}.</p>')
 
 
@@ -273,7 +282,8 @@ def _coverage(doc: Mapping[str, Any]) -> str:
         + (f' <span class="muted">untestable: {esc(c.get("untestable"))}</span>'
            if c.get("untestable") else ' <span class="muted">no case cites it</span>')
         + "</li>" for c in untested)
-    return ('<h2 id="coverage">Coverage: area x verdict (clauses judged on the backend)</h2>'
+    return (f'<h2 id="coverage">Coverage: area x verdict (clauses judged on the '
+            f'{judged_sides(doc)[0]})</h2>'
             + _table(["area", *VERDICTS], rows, ' id="coverage-matrix"')
             + f'<h3 id="untested">Untested clauses ({len(untested)})</h3>'
             + (f"<ul>{items}</ul>" if items else "<p>none</p>"))

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from harness.report.html import NOT_PASSING, VERDICTS, sorted_clauses
+from harness.report.html import NOT_PASSING, VERDICTS, judged_sides, sorted_clauses
 from harness.report.identity import identity_rows
 
 #: What can start emphasis, code, a link, a table cell or a heading inside a line.
@@ -116,14 +116,15 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     status = summary.get("exit_status")
     strict = " (strict: SHOULD clauses count)" if doc["run"].get("strict") else ""
     untested = _untested(doc)
+    side, other = judged_sides(doc)
     lines = [
         "# sndif certification report", "",
         f"**Overall: {md(summary.get('overall'))}**: {md(summary.get('reason'))}{strict}"
         + ("" if status is None else f"; exit status {md(status)}"), "",
         "## Identity", "", *_identity(doc), "",
-        "## Clauses judged on the backend, per area", "", *_area_table(doc), "",
-        f"{md(summary.get('not_judged_on_backend', 0))} frontend/toolstack clauses are not "
-        "judged on a backend.", "",
+        f"## Clauses judged on the {side}, per area", "", *_area_table(doc), "",
+        f"{md(summary.get('not_judged_on_backend', 0))} {other} clauses are not "
+        f"judged on a {side}.", "",
         "## Clauses not passing (worst first)", *_failing(doc), "",
         f"## Untested clauses ({len(untested) if untested != ['none'] else 0})", "",
         *untested,
