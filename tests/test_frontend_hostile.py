@@ -108,12 +108,19 @@ def test_short_long_and_gref0_directories():
 def test_revoked_shapes_end_one_grant_before_open_and_free_ends_the_rest():
     g = FakeGrants()
     buf = build_buffer(g, BE, 4 * XEN_PAGE_SIZE, DirShape.REVOKED_BUFFER)
-    assert g.revoked == [buf.buf_grefs[2]]
-    assert buf.free() == [] and sorted(g.revoked) == sorted(buf.dir_grefs + buf.buf_grefs)
+    listed = chain(buf)[0][1][:4]
+    # the third slot lists a page of its own, ended and unmapped before OPEN (a real
+    # host keeps a grant whose page is still mapped)
+    assert buf.victim is not None and g.revoked == [listed[2]] == list(buf.victim.refs)
+    assert buf.victim.freed and listed[2] not in buf.buf_grefs
+    assert [r for i, r in enumerate(listed) if i != 2] == \
+        [r for i, r in enumerate(buf.buf_grefs) if i != 2]
+    assert buf.free() == [] and sorted(g.revoked) == sorted(
+        buf.dir_grefs + buf.buf_grefs + list(buf.victim.refs))
     assert all(p.freed for p in g.shared) and buf.free() == []  # idempotent
     g2 = FakeGrants()
     d = build_buffer(g2, BE, XEN_PAGE_SIZE, DirShape.REVOKED_DIR)
-    assert g2.revoked == [d.gref_directory]
+    assert g2.revoked == [d.gref_directory] and d.dir_pages[0].freed
 
 
 def test_foreign_and_read_only_grants_apply_to_buffer_pages_only():

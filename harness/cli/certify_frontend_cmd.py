@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: The frontend under test: only the harness's own on the simulated Xen (the real Linux
-#: frontend is judged on the xen-qemu tier).
-FRONTENDS = ("reference",)
+#: The frontend under test: the harness's own on the simulated Xen, or Linux's
+#: xen-snd-front in a guest on real Xen 4.17 under QEMU (the xen-qemu tier).
+FRONTENDS = ("reference", "linux")
 CONNECT_TIMEOUT_S = 5.0
 #: Lets the judging backend see the frontend's Closed before it is stopped.
 SETTLE_S = 0.4
@@ -78,6 +78,46 @@ def run(frontend: str, defects: list[str], report_dir: Path,
     return status, doc
 
 
+def run_linux(report_dir: Path, echo: Any = print) -> tuple[int, dict[str, Any] | None]:
+    """Linux's frontend, judged by the reference backend in dom0 of real Xen under QEMU
+    while the guest plays twice (each aplay a new OPEN) and records once."""
+    from harness.report.results import read_results, write_atomic
+    from harness.xenqemu import EnvironmentMissing, XenQemuError
+    from harness.xenqemu.prepare import prepare
+    from harness.xenqemu.run import run as run_qemu
+
+    results = report_dir / "results.json"
+    try:
+        p = prepare(say=echo)
+        name = f"linux xen-snd-front {p.kver}"
+        echo(f"judging frontend {name} (a PV guest) from the reference backend (dom0) on "
+             "Xen 4.17 under QEMU")
+        result = run_qemu(p, report_dir, backend="reference", seconds=1.0, plays=2,
+                          capture=True, judge_frontend=(results, name), say=echo)
+    except (EnvironmentMissing, XenQemuError) as exc:
+        print(f"sndif-harness certify-frontend: {exc}", file=sys.stderr)
+        return 3, None
+    if result.failed_stage is not None:
+        print(f"sndif-harness certify-frontend: real Xen under QEMU: stage "
+              f"{result.failed_stage}: {result.failure}", file=sys.stderr)
+        return 3, None
+    if not results.is_file():
+        print(f"sndif-harness certify-frontend: the judging backend wrote no {results}",
+              file=sys.stderr)
+        return 3, None
+    doc = read_results(results)
+    doc["run"]["command_line"] = list(sys.argv)
+    doc["run"]["report_dir"] = str(report_dir)
+    doc["run"]["scenario"] = {
+        "steps": ["aplay (OPEN, WRITE, START, STOP, CLOSE)"] * 2 + ["arecord"],
+        "errors": [] if result.ok else [result.mismatch or result.capture_mismatch
+                                        or f"aplay rc={result.aplay_rc}, arecord rc="
+                                           f"{result.arecord_rc}"],
+        "stopped": None}
+    write_atomic(results, doc)
+    return int(doc["summary"]["exit_status"]), doc
+
+
 def _table(doc: dict[str, Any]) -> list[str]:
     from harness.fejudge.clauses import FE_CLAUSES
 
@@ -109,7 +149,12 @@ def _certify_frontend(args: argparse.Namespace) -> int:
     if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
         raise UsageError(f"--report-dir {report_dir}: exists and is not an empty directory")
     report_dir.mkdir(parents=True, exist_ok=True)
-    status, doc = run(args.frontend, defects, report_dir)
+    if args.frontend == "linux" and defects:
+        raise UsageError("--fe-defect: only the reference frontend has injectable defects")
+    if args.frontend == "linux":
+        status, doc = run_linux(report_dir)
+    else:
+        status, doc = run(args.frontend, defects, report_dir)
     if doc is None:
         return status
     write_text_atomic(report_dir / "report.html", render_html(doc))
@@ -130,7 +175,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                     "Exit 0 no MUST clause failed, 1 one did, 2 usage error, 3 harness "
                     "failure.")
     p.add_argument("--frontend", choices=FRONTENDS, default="reference",
-                   help="the frontend under test (default reference)")
+                   help="the frontend under test: reference (the harness's, on the "
+                        "simulated Xen; default) or linux (xen-snd-front in a PV guest "
+                        "playing twice with aplay and recording with arecord, on real Xen "
+                        "4.17 under QEMU: see sndif-harness xen-qemu)")
     p.add_argument("--fe-defect", action="append", default=[], metavar="NAME",
                    help="inject this bug into the reference frontend (repeatable; "
                         "'sndif-harness defects --frontend' lists them)")

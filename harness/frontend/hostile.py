@@ -143,6 +143,7 @@ class HostileBuffer:
     buf_pages: SharedPages | None
     lock: Any = field(default_factory=threading.RLock)
     revoked: list[int] = field(default_factory=list)
+    victim: SharedPages | None = None  # REVOKED_BUFFER: the listed page ended before OPEN
     freed: bool = False
 
     @property
@@ -179,7 +180,7 @@ class HostileBuffer:
             return []
         busy = []
         with self.lock:
-            for pages in [*self.dir_pages, self.buf_pages]:
+            for pages in [*self.dir_pages, self.buf_pages, self.victim]:
                 if pages is None:
                     continue
                 for ref in pages.refs:
@@ -221,6 +222,13 @@ def build_buffer(grants: Grants, backend_domid: int, buffer_sz: int,
         grefs = list(buf.buf_grefs[:listed])
         if shape is DirShape.GREF0:
             grefs[len(grefs) // 2] = 0
+        elif shape is DirShape.REVOKED_BUFFER:
+            # a page of its own in the listed page's slot: ending a grant takes unmapping its
+            # page as well (Linux's gntalloc keeps a grant whose page is still mapped), and
+            # one page of a multi-page mapping cannot be unmapped alone
+            buf.victim = grants.share_pages(
+                1, backend_domid if grantee is None else grantee, readonly)
+            grefs[len(grefs) // 2] = buf.victim.refs[0]
         dirs = buf.dir_grefs
         per = XENSND_PAGE_DIR_GREFS
         for k in range(ndir + extra_dir):
@@ -232,19 +240,24 @@ def build_buffer(grants: Grants, backend_domid: int, buffer_sz: int,
             page = codec.encode_page_directory(nxt, chunk)
             buf.dir_pages[k].page(0)[:len(page)] = page
         if shape is DirShape.REVOKED_BUFFER:
-            _revoke(buf, buf.buf_grefs[len(buf.buf_grefs) // 2])
+            assert buf.victim is not None
+            _end(buf, buf.victim)
         elif shape is DirShape.REVOKED_DIR:
-            _revoke(buf, buf.gref_directory)
+            _end(buf, buf.dir_pages[0])
     except BaseException:
         buf.free()
         raise
     return buf
 
 
-def _revoke(buf: HostileBuffer, ref: int) -> None:
+def _end(buf: HostileBuffer, pages: SharedPages) -> None:
+    """End the grants of ``pages`` and unmap them: a grant ended for good, on the sim and
+    on a real host alike."""
     with buf.lock:
-        buf.grants.revoke(ref)
-    buf.revoked.append(ref)
+        for ref in pages.refs:
+            buf.grants.revoke(ref)
+            buf.revoked.append(ref)
+        pages.free()
 
 
 @contextlib.contextmanager

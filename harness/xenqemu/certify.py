@@ -14,6 +14,7 @@ import copy
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from harness.xenqemu import EnvironmentMissing, XenQemuError, scripts
 
@@ -85,3 +86,35 @@ def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) ->
 
 def _say(text: str) -> None:
     print(f"xen-qemu: {text}", flush=True)
+
+
+#: why a case cannot run on a real host: the simulated Xen's capabilities it needs
+#: (harness/certify/outcomes.py words these N/A reasons)
+PLATFORM_ONLY = ("needs the platform's", "the platform cannot")
+
+
+def sim_differences(real: dict[str, Any], sim: dict[str, Any]
+                    ) -> list[tuple[str, str, str, str | None]]:
+    """Every clause whose verdict on real Xen differs from the simulated Xen's:
+    ``(clause, real verdict, sim verdict, explanation)``; the explanation is None unless
+    every case of the clause that differs was not applicable on the real host for a
+    capability only the simulation has (grant accounting, fault injection)."""
+    real_cases = {c["nodeid"]: c for c in real.get("cases") or []}
+    sim_cases = {c["nodeid"]: c for c in sim.get("cases") or []}
+    sim_verdicts = {c["id"]: c["verdict"] for c in sim.get("clauses") or []}
+    out: list[tuple[str, str, str, str | None]] = []
+    for clause in real.get("clauses") or []:
+        cid, verdict = clause["id"], clause["verdict"]
+        other = sim_verdicts.get(cid, "UNTESTED")
+        if verdict == other:
+            continue
+        differing = [real_cases[n] for n in real_cases
+                     if cid in (real_cases[n].get("clauses") or [])
+                     and real_cases[n]["verdict"] != sim_cases.get(n, {}).get("verdict")]
+        reasons = {str(c.get("message") or "") for c in differing}
+        why = None
+        if differing and all(c["verdict"] == "N/A" for c in differing) \
+                and all(r.startswith(PLATFORM_ONLY) for r in reasons):
+            why = "; ".join(sorted(reasons))
+        out.append((cid, verdict, other, why))
+    return out

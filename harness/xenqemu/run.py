@@ -204,10 +204,13 @@ def write_run_files(out: Path, backend: Backend, nbytes: int, guest_timeout: int
 
 
 def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0,
-        capture: bool = False, plays: int = 1,
+        capture: bool = False, plays: int = 1, judge_frontend: tuple[Path, str] | None = None,
         say: Callable[[str], None] = lambda _s: None) -> RunResult:
     """Boot, play ``plays`` times (each aplay opens and closes the stream; with
-    ``capture`` then record once), compare. Never leaves QEMU running."""
+    ``capture`` then record once), compare. ``judge_frontend`` (the reference backend
+    only): (results.json under ``out``, the frontend's name): the backend judges the Linux
+    frontend's side of the protocol as it serves it (harness/fejudge). Never leaves QEMU
+    running."""
     if shutil.which(QEMU) is None:
         raise EnvironmentMissing("run/host-tools", f"{QEMU} not found "
                                  "(apt-get install qemu-system-x86)")
@@ -224,8 +227,14 @@ def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0
         be = snd_be_backend(out)
     elif backend == "reference":
         be = reference_backend(out)
+        if judge_frontend is not None:
+            results, name = judge_frontend
+            be.env.update({"SNDIF_JUDGE_FRONTEND": str(results),
+                           "SNDIF_JUDGE_FRONTEND_NAME": name})
     else:
         raise XenQemuError("backend-build", f"no backend {backend!r}")
+    if judge_frontend is not None and backend != "reference":
+        raise XenQemuError("backend-build", "only the reference backend judges a frontend")
     nbytes = nbytes_for(seconds)
     guest_timeout = int(seconds * plays) + 150
     write_run_files(out, be, nbytes, guest_timeout, capture, plays)
