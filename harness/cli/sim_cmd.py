@@ -10,7 +10,10 @@ from harness.xen.sim import cli as sim_cli
 
 
 def _run(args: argparse.Namespace) -> int:
-    return sim_cli.run_daemon(args.dir)
+    try:
+        return sim_cli.run_daemon(args.dir)
+    except sim_cli.SimUsageError as exc:
+        raise UsageError(f"sim run: {exc}") from None
 
 
 def _exec(args: argparse.Namespace) -> int:
