@@ -27,6 +27,7 @@ import importlib
 import math
 import os
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 COMMAND_MODULES = (
     "harness.cli.models_cmd",
@@ -100,8 +101,16 @@ def number_in(low: float, high: float, *, integer: bool = False,
     return parse
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (what was wrong, where to look), not the usage
+    block; sub-commands' parsers are of this class too (add_subparsers follows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="sndif-harness",
         description="Conformance and fuzzing harness for the Xen PV sound protocol (sndif).",
     )

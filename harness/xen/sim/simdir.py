@@ -22,7 +22,7 @@ READY_FILE = "ready"
 #: the longest socket path under DIR: dom<32751>/hypervisor.sock
 _LONGEST_SOCKET = os.path.join("dom32751", "hypervisor.sock")
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes, the last one a NUL
-_NOT_FOR_SOCKETS = ("/proc", "/sys", "/dev")
+_NOT_FOR_SOCKETS = ("/proc", "/sys")  # pseudo-filesystems: no sockets there
 PROBE_GRACE = 0.5  # seconds
 
 
