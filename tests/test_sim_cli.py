@@ -200,3 +200,42 @@ def test_sigkilled_sim_run_leaves_no_socket_nor_temporary_directory() -> None:
         _kill(proc)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of ``pid``'s live children."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) != pid:
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                found.append((int(entry), f.read().replace(b"\0", b" ").decode()))
+    return found
+
+
+def test_ctrl_c_of_bench_sim_is_one_line_and_ends_its_echo_processes() -> None:
+    """A terminal's Ctrl-C goes to the whole process group: the echo processes the bench
+    started must not print tracebacks of their own (they run in a session of their own
+    and the bench ends them)."""
+    proc = subprocess.Popen([*CLI, "bench", "sim", "--seconds", "3"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not [c for c in _children(proc.pid) if " -c " in c[1]]:
+            assert proc.poll() is None and time.monotonic() < deadline, "no echo process"
+            time.sleep(0.05)
+        echoes = [pid for pid, _ in _children(proc.pid)]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert proc.stderr is not None
+        assert proc.stderr.read().strip() == "sndif-harness: interrupted"
+        assert _gone_within(echoes, 15)
+    finally:
+        _kill(proc)  # type: ignore[arg-type]
+        if proc.stderr is not None:
+            proc.stderr.close()
