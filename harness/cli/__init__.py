@@ -29,6 +29,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from harness.xen.api import PlatformDied
+
 COMMAND_MODULES = (
     "harness.cli.models_cmd",
     "harness.cli.sim_cmd",
@@ -148,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"sndif-harness: {exc}", file=sys.stderr)
         return 2
+    except PlatformDied as exc:  # e.g. the simulator killed mid-demo: the environment failed
+        print(f"sndif-harness: {exc}", file=sys.stderr)
+        return 3
     except BrokenPipeError:  # e.g. `sndif-harness defects | head`: an OSError too
         _silence_stdout()
         return 0

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from harness.xen.api import XenTimeout
+from harness.xen.api import PlatformDied, XenTimeout
 from harness.xen.sim.client import (
     FaultRecord,
     MapCounterRecord,
@@ -47,6 +47,11 @@ STOP_TIMEOUT = 5.0
 
 class SimLeak(RuntimeError):
     """The simulation left something behind (a process, a socket file, a directory)."""
+
+
+class SimDied(PlatformDied):
+    """The daemon died under a running block (killed, crashed): raised in place of the
+    error the block met, which it caused (chained as its context)."""
 
 
 class SimStartError(RuntimeError):
@@ -226,11 +231,14 @@ def running_sim(dir: str | None = None, *, timeout: float = 5.0,
         argv, stdin=subprocess.DEVNULL, stdout=None if banner else subprocess.DEVNULL,
         start_new_session=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
     sim: Sim | None = None
+    died: str | None = None
     try:
         wait_ready(dir, proc.pid, start_timeout, proc.poll)
         sim = Sim(dir, proc, timeout)
         yield sim
     finally:
+        if proc.poll() is not None and proc.returncode not in (0, -signal.SIGTERM):
+            died = _status_text(proc.returncode)  # before we stopped it: it died
         if sim is not None:
             sim.close_clients()
         stop_daemon(proc)
@@ -250,8 +258,20 @@ def running_sim(dir: str | None = None, *, timeout: float = 5.0,
                 pass
             except OSError as exc:
                 problems.append(f"directory not empty: {dir}: {exc}")
-        if problems and sys.exc_info()[0] is None:
+        in_flight = sys.exc_info()[0]
+        if problems and in_flight is None:
             raise SimLeak("; ".join(problems))
+        if (died is not None and in_flight is not None
+                and not issubclass(in_flight, (KeyboardInterrupt, PlatformDied))):
+            raise SimDied(f"the simulated Xen died under the run ({died}); what failed "
+                          f"then: {sys.exc_info()[1]}")
+
+
+def _status_text(status: int) -> str:
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-status).name}"
+    return f"exit status {status}"
 
 
 def _pythonpath() -> str:
