@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
-import shutil
 import sys
 import tempfile
 import time
@@ -36,7 +36,7 @@ TARGETS: dict[str, tuple[list[str], float]] = {
     "demo": ([*CLI, "demo", "--seconds", "6", "--out", "{out}"], 5.0),
     "sim run": ([*CLI, "sim", "run"], 3.0),
     "sim exec": ([*CLI, "sim", "exec", "--domid", "2", "--", "sleep", "60"], 4.0),
-    "pytest": ([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+    "pytest": ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                 "--basetemp", "{out}/basetemp", "suites/test_a_xenstore.py"], 8.0),
 }
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
@@ -97,9 +97,9 @@ def test_killed_at_a_random_moment_leaves_nothing(target: str, sig: int,
     env = {k: v for k, v in os.environ.items() if k not in ("XEN_SIM_DIR", "PYTEST_ADDOPTS")}
     env.update({TOKEN_VAR: token, "TMPDIR": str(tmp)})
     shm_before = _shm()
+    stdout = open(tmp_path / "stdout", "wb")
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            stdout=stdout, stderr=subprocess.PIPE, start_new_session=True)
     seen: set[int] = set()
     try:
         deadline = time.monotonic() + delay
@@ -107,8 +107,9 @@ def test_killed_at_a_random_moment_leaves_nothing(target: str, sig: int,
             seen.update(_with_token(token))
             time.sleep(0.05)
         if proc.poll() is not None:
+            said = (tmp_path / "stdout").read_bytes() + proc.communicate()[1]
             pytest.fail(f"{target} ended by itself before the kill (status {proc.returncode}): "
-                        + proc.communicate()[1].decode(errors="replace")[-2000:])
+                        + said.decode(errors="replace")[-3000:])
         if sig == signal.SIGINT:
             os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the foreground group
         else:
@@ -132,6 +133,7 @@ def test_killed_at_a_random_moment_leaves_nothing(target: str, sig: int,
         for pid in _with_token(token):  # the test failed: still, leave nothing running
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
+        stdout.close()
 
 
 def _cmdline(pid: int) -> str:

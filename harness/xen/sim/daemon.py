@@ -63,9 +63,10 @@ def _raise_fd_limit() -> None:
 
 class Daemon:
     def __init__(self, dir: str, out: TextIO | None = None, watch_parent: bool = True,
-                 remove_dir: bool = False) -> None:
+                 remove_dir: bool = False, parent: int | None = None) -> None:
         self.dir = os.path.abspath(dir)
         self.watch_parent = watch_parent
+        self.parent = parent  # the pid that started us, when known (else our parent now)
         self.remove_dir = remove_dir  # DIR was made for this daemon alone: it goes too
         self._claim: Claim | None = None
         self.out = out
@@ -145,7 +146,7 @@ class Daemon:
         handlers = {s: signal.signal(s, lambda *_: self.stop())
                     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         self.server.add_reader(wake_r, lambda: wake_r.recv(4096))
-        parent = os.getppid()
+        parent = os.getppid() if self.parent is None else self.parent
         try:
             self._start_xenstored()
             self._create(0, "Domain-0")
@@ -226,15 +227,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="don't print the ready banner")
     parser.add_argument("--remove-dir", action="store_true",
                         help="remove DIR when stopping (it was made for this daemon)")
+    parser.add_argument("--parent", type=int, metavar="PID",
+                        help="the pid starting us: if it is gone already (killed before "
+                             "we could ask for PDEATHSIG), stop at once")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="xen-sim: %(message)s")
     # stop with the parent (a killed test run, `sim run` or `sim exec` leaks nothing)
     if not die_with_parent(signal.SIGTERM):
         log.warning("prctl(PR_SET_PDEATHSIG) unavailable")
+    if args.parent is not None and os.getppid() != args.parent:
+        log.warning("parent %d died before we started; not starting", args.parent)
+        if args.remove_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(args.dir)
+        return 1
     _raise_fd_limit()
     try:
         daemon = Daemon(check_dir(args.dir), None if args.quiet else sys.stdout,
-                        remove_dir=args.remove_dir)
+                        remove_dir=args.remove_dir, parent=args.parent)
         return daemon.run()
     except SimUsageError as exc:  # a bad or busy DIR: one line, as the CLI says it
         print(f"xen-sim: {exc}", file=sys.stderr)

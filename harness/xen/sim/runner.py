@@ -224,7 +224,8 @@ def running_sim(dir: str | None = None, *, timeout: float = 5.0,
         if pid is not None:
             raise SimDirBusy(dir, pid)
         clear_stale(dir)
-    argv = [sys.executable, "-m", "harness.xen.sim.daemon", "--dir", dir]
+    argv = [sys.executable, "-m", "harness.xen.sim.daemon", "--dir", dir,
+            "--parent", str(os.getpid())]
     argv += ["--remove-dir"] if made else []
     argv += [] if banner else ["--quiet"]
     proc = subprocess.Popen(
