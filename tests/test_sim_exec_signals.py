@@ -120,3 +120,32 @@ def test_simulator_does_not_import_the_cli() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])
+def test_program_killed_by_a_signal_gives_128_plus_n_and_says_so(sim: Sim, sig: int) -> None:
+    need_xen_c_toolchain()
+    out = subprocess.run([*CLI, "sim", "exec", "--dir", sim.dir, "--", "sh", "-c",
+                          f"kill -{sig} $$"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 128 + sig, out.stderr
+    assert out.stderr.strip() == f"sim exec: sh killed by {signal.Signals(sig).name}"
+
+
+def test_parallel_processes_creating_one_new_domain_do_not_race(sim: Sim) -> None:
+    """Several `sim exec --domid N` starting at once on a domain the sim lacks: each either
+    creates it or finds it (was FileExistsError for the losers)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from harness.xen.sim.simexec import ensure_domain
+
+    for domid in range(5, 9):  # a few rounds: the race needs the threads to interleave
+        barrier = Barrier(6)
+
+        def create(_: int, domid: int = domid, barrier: Barrier = barrier) -> None:
+            barrier.wait(10)
+            ensure_domain(sim.dir, domid, "racer")
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(create, range(6)))  # re-raises a thread's exception
+        assert {d.domid: d.name for d in sim.control.list_domains()}[domid] == "racer"

@@ -9,7 +9,6 @@ unbound port; each step notifies and waits for the echo's notify.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from harness.xen.api import Platform
 from harness.xen.platforms import open_platform
 
 from .table import Row, check
-from .timing import interleaved_rates, raw_pinger, reap
+from .timing import echo_process, interleaved_rates, raw_pinger, reap
 
 TARGET = 0.5
 
@@ -43,8 +42,8 @@ def evtchn_pinger(platform: Platform) -> Iterator[Callable[[], None]]:
     dom = platform.domain(0)
     ev = dom.evtchn
     port = ev.alloc_unbound(1)
-    child = subprocess.Popen([sys.executable, "-c", _EVTCHN_ECHO, str(port)],
-                             env=platform.process_env(1), stdout=subprocess.PIPE, text=True)
+    child = echo_process([sys.executable, "-c", _EVTCHN_ECHO, str(port)],
+                         env=platform.process_env(1))
     try:
         if readline(child, 30.0) != "bound":
             raise RuntimeError("event-channel echo process failed to start")

@@ -27,6 +27,9 @@ import importlib
 import math
 import os
 from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from harness.xen.api import PlatformDied
 
 COMMAND_MODULES = (
     "harness.cli.models_cmd",
@@ -101,8 +104,16 @@ def number_in(low: float, high: float, *, integer: bool = False,
     return parse
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (what was wrong, where to look), not the usage
+    block; sub-commands' parsers are of this class too (add_subparsers follows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="sndif-harness",
         description="Conformance and fuzzing harness for the Xen PV sound protocol (sndif).",
     )
@@ -140,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"sndif-harness: {exc}", file=sys.stderr)
         return 2
+    except PlatformDied as exc:  # e.g. the simulator killed mid-demo: the environment failed
+        print(f"sndif-harness: {exc}", file=sys.stderr)
+        return 3
     except BrokenPipeError:  # e.g. `sndif-harness defects | head`: an OSError too
         _silence_stdout()
         return 0

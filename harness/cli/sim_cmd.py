@@ -10,7 +10,10 @@ from harness.xen.sim import cli as sim_cli
 
 
 def _run(args: argparse.Namespace) -> int:
-    return sim_cli.run_daemon(args.dir)
+    try:
+        return sim_cli.run_daemon(args.dir)
+    except sim_cli.SimUsageError as exc:
+        raise UsageError(f"sim run: {exc}") from None
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -18,6 +21,26 @@ def _exec(args: argparse.Namespace) -> int:
         return sim_cli.exec_command(args)
     except sim_cli.SimUsageError as exc:
         raise UsageError(str(exc)) from None
+
+
+#: a domain's name: XenStore's /local/domain/N/name and the hypervisor's record; Xen sets
+#: no limit, libxl keeps names short: this bound only keeps a mistake from going far
+NAME_MAX_BYTES = 256
+
+
+def domain_name(text: str) -> str:
+    """argparse type of ``--name``: UTF-8 (an argument of other bytes is refused), no
+    control characters, at most NAME_MAX_BYTES bytes."""
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("a domain name must be UTF-8 text") from None
+    if not raw or len(raw) > NAME_MAX_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"a domain name has 1 .. {NAME_MAX_BYTES} bytes (this one {len(raw)})")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise argparse.ArgumentTypeError("a domain name has no control characters")
+    return text
 
 
 def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,8 +51,9 @@ def _register_exec(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                     "SIGINT/SIGTERM/SIGHUP are forwarded to COMMAND's process group, "
                     "SIGKILLed 2 s later if still there; COMMAND dies with us.")
     p.add_argument("--domid", type=domid_arg, default=0, help="domain to act as (default 0)")
-    p.add_argument("--name", help="the domain's name (XenStore /local/domain/N/name); the "
-                                  "domain is created if the sim doesn't have it")
+    p.add_argument("--name", type=domain_name,
+                   help="the domain's name (XenStore /local/domain/N/name); the domain is "
+                        "created if the sim doesn't have it")
     p.add_argument("--dir", help="directory of a running sim (`sim run --dir`)")
     p.add_argument("--timeout", type=number_in(0.01, 7 * 86400, unit=" s"),
                    help="kill the program after this many seconds (omit for none)")

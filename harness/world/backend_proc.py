@@ -12,7 +12,6 @@ and a stop stops them all."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from harness.procs import pdeathsig_preexec
 from harness.runner.verdicts import signal_name
 
 
@@ -38,25 +38,6 @@ def status_text(status: int | None) -> str:
         return "running"
     name = signal_name(status)
     return f"killed by {name}" if name else f"exit status {status}"
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(libc: ctypes.CDLL | None, parent: int) -> None:
-    """preexec_fn (in the child, before exec): SIGKILL when the parent dies; if it died
-    already (before prctl), go now. libc was loaded before the fork: no dlopen here."""
-    if libc is not None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
 
 
 def killpg(pid: int, sig: int) -> None:
@@ -97,13 +78,12 @@ class BackendProcess:
         self.token = uuid.uuid4().hex
         #: the processes that outlived the first one (a daemonized backend), last seen
         self.escaped: list[int] = []
-        libc, parent = _libc(), os.getpid()
         env = {**env, TOKEN_VAR: self.token}
         try:
             self.proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log_fd, stderr=log_fd, cwd=cwd,
                                          start_new_session=True,
-                                         preexec_fn=lambda: _die_with_parent(libc, parent))
+                                         preexec_fn=pdeathsig_preexec(signal.SIGKILL))
         except OSError as exc:
             raise OSError(exc.errno, f"cannot start {self.argv[0]}: {exc.strerror}") from exc
 

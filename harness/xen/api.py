@@ -20,6 +20,11 @@ class XenTimeout(TimeoutError):
     """A wait on the platform ran out of time (the peer is hung or gone)."""
 
 
+class PlatformDied(RuntimeError):
+    """The platform itself ended under the harness (the simulator was killed): whatever
+    failed in the harness at that moment is a consequence, not a finding."""
+
+
 @dataclass(frozen=True)
 class Perm:
     """One XenStore permission entry: ``n0``, ``r5``, ``w3``, ``b2``."""

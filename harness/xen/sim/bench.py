@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 
 from harness.procs import readline
-from harness.rates import interleaved_rates
+from harness.rates import echo_process, interleaved_rates, raw_pinger, reap
 from harness.xen.sim.runner import Sim, running_sim
 
 _EVTCHN_ECHO = textwrap.dedent("""
@@ -27,15 +25,6 @@ _EVTCHN_ECHO = textwrap.dedent("""
         ev.notify(q)
     ev.close()
     """)
-
-_RAW_ECHO = textwrap.dedent("""
-    import os, socket, sys
-    s = socket.socket(fileno=int(sys.argv[1]))
-    print("ready", flush=True)
-    while s.recv(1):
-        s.send(b"x")
-    """)
-
 
 def _timed(seconds: float, step: Callable[[], object]) -> float:
     """Calls of ``step`` (its result is ignored) per second over about ``seconds``."""
@@ -56,8 +45,7 @@ def evtchn_pinger(sim: Sim) -> Iterator[Callable[[], None]]:
     """A step that does one notify round trip with an echo process acting as domain 1."""
     ev = sim.domain(0, store=False).evtchn
     port = ev.alloc_unbound(1)
-    child = subprocess.Popen([sys.executable, "-c", _EVTCHN_ECHO, str(port)],
-                             env=sim.env(1), stdout=subprocess.PIPE, text=True)
+    child = echo_process([sys.executable, "-c", _EVTCHN_ECHO, str(port)], env=sim.env(1))
     try:
         if readline(child, 30.0) != "bound":
             raise RuntimeError("event-channel echo process failed")
@@ -71,38 +59,7 @@ def evtchn_pinger(sim: Sim) -> Iterator[Callable[[], None]]:
         yield step
     finally:
         ev.unbind(port)
-        _reap(child)
-
-
-@contextlib.contextmanager
-def raw_pinger() -> Iterator[Callable[[], None]]:
-    """A step that does one byte ping-pong over a raw socketpair with an echo process."""
-    a, b = socket.socketpair()
-    child = subprocess.Popen([sys.executable, "-c", _RAW_ECHO, str(b.fileno())],
-                             pass_fds=[b.fileno()], stdout=subprocess.PIPE, text=True)
-    b.close()
-    try:
-        readline(child, 30.0)  # "ready"
-        a.settimeout(5.0)
-
-        def step() -> None:
-            a.send(b"x")
-            a.recv(1)
-
-        yield step
-    finally:
-        a.close()
-        _reap(child)
-
-
-def _reap(child: subprocess.Popen[str]) -> None:
-    try:
-        child.wait(10)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait(10)
-    if child.stdout is not None:
-        child.stdout.close()
+        reap(child)
 
 
 def map_unmap_seconds(sim: Sim, npages: int = 16, rounds: int = 200) -> tuple[float, float]:

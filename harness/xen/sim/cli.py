@@ -4,27 +4,51 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import contextlib
+import signal
+import subprocess
 import sys
-import tempfile
+from types import FrameType
 
-from harness.xen.sim.simexec import SimUsageError
+from harness.xen.sim.simdir import SimUsageError
 
 __all__ = ["SimUsageError", "exec_command", "run_bench", "run_daemon"]
 
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def run_daemon(dir: str | None) -> int:
-    """The simulated Xen in the foreground until Ctrl-C or SIGTERM."""
-    from harness.xen.sim.daemon import Daemon
+    """The simulated Xen in the foreground until Ctrl-C, SIGTERM, SIGHUP or the death of
+    our parent (raises :class:`SimUsageError` for a bad or busy ``dir``).
 
-    made = dir is None
-    where = tempfile.mkdtemp(prefix="xen-sim-") if dir is None else dir
-    print("xen-sim: Ctrl-C or SIGTERM stops it", flush=True)
+    The daemon is a child that dies with us (PR_SET_PDEATHSIG): even when we are
+    SIGKILLed it stops and removes its sockets (and the temporary directory it got)."""
+    from harness.procs import die_with_parent
+    from harness.xen.sim.runner import SimLeak, SimStartError, running_sim
+
+    stop: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.append(signum)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in STOPPING}
     try:
-        return Daemon(where, sys.stdout, watch_parent=False).run()
+        die_with_parent(signal.SIGTERM)  # our parent's death is a SIGTERM: a clean stop
+        with running_sim(dir, banner=True) as sim:
+            print("xen-sim: Ctrl-C or SIGTERM stops it", flush=True)
+            while not stop and sim.proc.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    sim.proc.wait(0.2)
+            status = sim.proc.returncode
+    except SimStartError as exc:
+        return exc.status  # the daemon said why on stderr
+    except SimLeak as exc:  # killed under us: what it left is removed, say how it ended
+        print(f"xen-sim: the simulator ended abnormally: {exc}", file=sys.stderr)
+        return 1
     finally:
-        if made:
-            shutil.rmtree(where, ignore_errors=True)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return 0 if stop or status is None else status
 
 
 def run_bench(seconds: float) -> None:

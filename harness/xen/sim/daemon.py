@@ -5,14 +5,15 @@
 Layout: ``DIR/xenstored.sock`` (privileged dom0 xenstored), and per domain N (0 included)
 ``DIR/domN/xenstored.sock`` and ``DIR/domN/hypervisor.sock``. ``DIR/ready`` appears once
 everything listens (and a ``ready`` line is printed); SIGTERM/SIGINT, the CTL_SHUTDOWN op or
-the death of the parent process stop it, removing every socket it made.
+the death of the parent process stop it, removing every socket it made (and DIR itself with
+``--remove-dir``). It owns DIR through ``DIR/lock`` (:mod:`harness.xen.sim.simdir`): a
+second daemon there is refused, what a killed one left is cleared first.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
+import contextlib
 import logging
 import os
 import resource
@@ -22,10 +23,12 @@ import socket
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from harness.procs import die_with_parent
 from harness.xen.sim import domain_nodes
 from harness.xen.sim.faults import FaultTable
 from harness.xen.sim.hvserver import HvServer
 from harness.xen.sim.hypervisor import Hypervisor
+from harness.xen.sim.simdir import READY_FILE, Claim, SimUsageError, check_dir
 
 if TYPE_CHECKING:
     from harness.xen.sim.xenstored import XenstoreState
@@ -33,8 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("harness.xen.sim.daemon")
 
-PR_SET_PDEATHSIG = 1
-READY_FILE = "ready"
+__all__ = ["READY_FILE", "Daemon", "hypervisor_path", "main", "sim_env", "xenstored_path"]
 
 
 def xenstored_path(dir: str, domid: int | None = None) -> str:
@@ -46,15 +48,6 @@ def xenstored_path(dir: str, domid: int | None = None) -> str:
 
 def hypervisor_path(dir: str, domid: int) -> str:
     return os.path.join(dir, f"dom{domid}", "hypervisor.sock")
-
-
-def _die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when the parent dies, so a killed test run leaks nothing."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        log.warning("prctl(PR_SET_PDEATHSIG) unavailable")
 
 
 def _raise_fd_limit() -> None:
@@ -69,9 +62,13 @@ def _raise_fd_limit() -> None:
 
 
 class Daemon:
-    def __init__(self, dir: str, out: TextIO | None = None, watch_parent: bool = True) -> None:
+    def __init__(self, dir: str, out: TextIO | None = None, watch_parent: bool = True,
+                 remove_dir: bool = False, parent: int | None = None) -> None:
         self.dir = os.path.abspath(dir)
         self.watch_parent = watch_parent
+        self.parent = parent  # the pid that started us, when known (else our parent now)
+        self.remove_dir = remove_dir  # DIR was made for this daemon alone: it goes too
+        self._claim: Claim | None = None
         self.out = out
         self.faults = FaultTable()
         self.hv = Hypervisor(self.faults)
@@ -137,7 +134,8 @@ class Daemon:
     def run(self) -> int:
         try:
             os.makedirs(self.dir, exist_ok=True)
-        except OSError:
+            self._claim = Claim(self.dir)  # refuses a live daemon's DIR, clears a dead one's
+        except (OSError, SimUsageError):
             self.server.close()  # nothing started: release what __init__ made (pages, fds)
             self.hv.close()
             raise
@@ -148,7 +146,7 @@ class Daemon:
         handlers = {s: signal.signal(s, lambda *_: self.stop())
                     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         self.server.add_reader(wake_r, lambda: wake_r.recv(4096))
-        parent = os.getppid()
+        parent = os.getppid() if self.parent is None else self.parent
         try:
             self._start_xenstored()
             self._create(0, "Domain-0")
@@ -203,6 +201,11 @@ class Daemon:
                 os.unlink(os.path.join(self.dir, name))
             except FileNotFoundError:
                 pass
+        if self._claim is not None:
+            self._claim.release()
+        if self.remove_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.dir)
 
 
 def sim_env(dir: str, domid: int) -> dict[str, str]:
@@ -222,15 +225,30 @@ def main(argv: list[str] | None = None) -> int:
                                                  "hypervisor) on unix sockets in DIR.")
     parser.add_argument("--dir", required=True, help="directory for the sockets")
     parser.add_argument("--quiet", action="store_true", help="don't print the ready banner")
-    parser.add_argument("--no-pdeathsig", action="store_true",
-                        help="keep running when the parent dies (for `sim run`)")
+    parser.add_argument("--remove-dir", action="store_true",
+                        help="remove DIR when stopping (it was made for this daemon)")
+    parser.add_argument("--parent", type=int, metavar="PID",
+                        help="the pid starting us: if it is gone already (killed before "
+                             "we could ask for PDEATHSIG), stop at once")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="xen-sim: %(message)s")
-    if not args.no_pdeathsig:
-        _die_with_parent()
+    # stop with the parent (a killed test run, `sim run` or `sim exec` leaks nothing)
+    if not die_with_parent(signal.SIGTERM):
+        log.warning("prctl(PR_SET_PDEATHSIG) unavailable")
+    if args.parent is not None and os.getppid() != args.parent:
+        log.warning("parent %d died before we started; not starting", args.parent)
+        if args.remove_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(args.dir)
+        return 1
     _raise_fd_limit()
-    return Daemon(args.dir, None if args.quiet else sys.stdout,
-                  watch_parent=not args.no_pdeathsig).run()
+    try:
+        daemon = Daemon(check_dir(args.dir), None if args.quiet else sys.stdout,
+                        remove_dir=args.remove_dir, parent=args.parent)
+        return daemon.run()
+    except SimUsageError as exc:  # a bad or busy DIR: one line, as the CLI says it
+        print(f"xen-sim: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,31 +6,40 @@
         ...
 
 The daemon runs as a subprocess in its own process group and dies with its parent
-(PR_SET_PDEATHSIG). On exit (normal, exception or KeyboardInterrupt) it is stopped with
-SIGTERM, then SIGKILL, and the runner checks that nothing is left behind.
+(PR_SET_PDEATHSIG), removing its sockets and, when the runner made it, its directory: a
+SIGKILLed caller leaves nothing behind either. On exit (normal, exception or
+KeyboardInterrupt) it is stopped with SIGTERM, then SIGKILL, and the runner checks that
+nothing is left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from harness.xen.api import XenTimeout
+from harness.xen.api import PlatformDied, XenTimeout
 from harness.xen.sim.client import (
     FaultRecord,
     MapCounterRecord,
     SimControl,
     SimDomain,
 )
-from harness.xen.sim.daemon import READY_FILE, hypervisor_path, sim_env, xenstored_path
+from harness.xen.sim.daemon import hypervisor_path, sim_env, xenstored_path
+from harness.xen.sim.simdir import (
+    READY_FILE,
+    SimDirBusy,
+    check_dir,
+    clear_stale,
+    owner,
+    stale_files,
+)
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -38,6 +47,19 @@ STOP_TIMEOUT = 5.0
 
 class SimLeak(RuntimeError):
     """The simulation left something behind (a process, a socket file, a directory)."""
+
+
+class SimDied(PlatformDied):
+    """The daemon died under a running block (killed, crashed): raised in place of the
+    error the block met, which it caused (chained as its context)."""
+
+
+class SimStartError(RuntimeError):
+    """The daemon ended before it was ready (status 2: it said why on its stderr)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"xen-sim daemon exited with status {status} before it was ready")
+        self.status = status
 
 
 class Sim:
@@ -146,13 +168,20 @@ class Sim:
             self._control = None
 
 
-def _wait_ready(dir: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_ready(dir: str, pid: int, timeout: float,
+               exited: Callable[[], int | None] = lambda: None) -> None:
+    """Until daemon ``pid`` has written ``DIR/ready`` (a file naming another pid is a dead
+    daemon's); :class:`SimStartError` if ``exited()`` gives a status first."""
     deadline = time.monotonic() + timeout
     ready = os.path.join(dir, READY_FILE)
-    while not os.path.exists(ready):
-        if proc.poll() is not None:
-            raise RuntimeError(f"xen-sim daemon exited with status {proc.returncode} "
-                               "before it was ready")
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            with open(ready) as f:
+                if int(f.read().split()[0]) == pid:
+                    return
+        status = exited()
+        if status is not None:
+            raise SimStartError(status)
         if time.monotonic() > deadline:
             raise XenTimeout(f"xen-sim daemon not ready after {timeout:.0f}s")
         time.sleep(0.01)
@@ -175,32 +204,42 @@ def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) ->
 
 
 def leftovers(dir: str) -> list[str]:
-    """Socket files and ready marker still present under ``dir``."""
-    found = []
-    for root, _, files in os.walk(dir):
-        for f in files:
-            if f.endswith(".sock") or f == READY_FILE:
-                found.append(os.path.join(root, f))
-    return found
+    """Socket files, ready marker and lock file still present under ``dir``."""
+    return stale_files(dir)
 
 
 @contextlib.contextmanager
 def running_sim(dir: str | None = None, *, timeout: float = 5.0,
-                start_timeout: float = START_TIMEOUT) -> Iterator[Sim]:
-    """Run the simulated Xen daemon for the duration of the block."""
+                start_timeout: float = START_TIMEOUT, banner: bool = False) -> Iterator[Sim]:
+    """Run the simulated Xen daemon for the duration of the block (in a new temporary
+    directory, or in ``dir``: :class:`SimUsageError` if it cannot hold the sockets or a
+    simulator runs there; what a dead one left is cleared). ``banner``: the daemon prints
+    its paths and ``ready`` on our stdout."""
     made = dir is None
-    dir = tempfile.mkdtemp(prefix="xen-sim-") if dir is None else os.path.abspath(dir)
-    os.makedirs(dir, exist_ok=True)
+    if dir is None:
+        dir = tempfile.mkdtemp(prefix="xen-sim-")
+    else:
+        dir = check_dir(dir)
+        pid = owner(dir)
+        if pid is not None:
+            raise SimDirBusy(dir, pid)
+        clear_stale(dir)
+    argv = [sys.executable, "-m", "harness.xen.sim.daemon", "--dir", dir,
+            "--parent", str(os.getpid())]
+    argv += ["--remove-dir"] if made else []
+    argv += [] if banner else ["--quiet"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.xen.sim.daemon", "--dir", dir, "--quiet"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": _pythonpath()})
+        argv, stdin=subprocess.DEVNULL, stdout=None if banner else subprocess.DEVNULL,
+        start_new_session=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
     sim: Sim | None = None
+    died: str | None = None
     try:
-        _wait_ready(dir, proc, start_timeout)
+        wait_ready(dir, proc.pid, start_timeout, proc.poll)
         sim = Sim(dir, proc, timeout)
         yield sim
     finally:
+        if proc.poll() is not None and proc.returncode not in (0, -signal.SIGTERM):
+            died = _status_text(proc.returncode)  # before we stopped it: it died
         if sim is not None:
             sim.close_clients()
         stop_daemon(proc)
@@ -212,19 +251,28 @@ def running_sim(dir: str | None = None, *, timeout: float = 5.0,
             # A daemon that died unclean (SIGKILL, crash) could not remove its sockets:
             # report it, then remove them, so a dead sim never leaves files behind.
             problems.append(f"files left: {left}")
-            for path in left:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            for sub in sorted(glob.glob(os.path.join(dir, "dom*")), reverse=True):
-                with contextlib.suppress(OSError):
-                    os.rmdir(sub)
+            clear_stale(dir)
         if made:
             try:
-                os.rmdir(dir)
+                os.rmdir(dir)  # the daemon removes it when it stops cleanly
+            except FileNotFoundError:
+                pass
             except OSError as exc:
                 problems.append(f"directory not empty: {dir}: {exc}")
-        if problems and sys.exc_info()[0] is None:
+        in_flight = sys.exc_info()[0]
+        if problems and in_flight is None:
             raise SimLeak("; ".join(problems))
+        if (died is not None and in_flight is not None
+                and not issubclass(in_flight, (KeyboardInterrupt, PlatformDied))):
+            raise SimDied(f"the simulated Xen died under the run ({died}); what failed "
+                          f"then: {sys.exc_info()[1]}")
+
+
+def _status_text(status: int) -> str:
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-status).name}"
+    return f"exit status {status}"
 
 
 def _pythonpath() -> str:

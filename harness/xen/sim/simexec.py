@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
+import errno
 import os
 import signal
 import subprocess
@@ -31,9 +30,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
 
-from harness.procs import readline
+from harness.procs import pdeathsig_preexec, readline
 from harness.xen.sim.clibs.build import build_libs
-from harness.xen.sim.daemon import READY_FILE, hypervisor_path, sim_env
+from harness.xen.sim.daemon import hypervisor_path, sim_env
+from harness.xen.sim.simdir import READY_FILE, SimUsageError, owner, stale_files
 
 TIMEOUT_STATUS = 124  # what run_as_domain returns when it killed the program on timeout
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the process group
@@ -41,25 +41,9 @@ DRAIN_GRACE = 2.0  # seconds to wait for output after the program exits
 
 OutputFn = Callable[[str, str], None]  # (stream name "stdout"/"stderr", prefixed line)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-PR_SET_PDEATHSIG = 1
+START_TIMEOUT = 10.0  # seconds a simulator that holds its directory has to become ready
 
-
-class SimUsageError(ValueError):
-    """A user mistake in what was asked of the simulator (the CLI prints it as one line)."""
-
-
-def _pdeathsig_preexec() -> Callable[[], None]:
-    """A preexec_fn making the child die (SIGKILL) with the thread that forked it."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl: follow it now
-            os._exit(137)
-
-    return preexec
+__all__ = ["SimUsageError", "ensure_domain", "exec_command", "run_as_domain"]
 
 
 def _default_output(stream: str, line: str) -> None:
@@ -91,8 +75,12 @@ def ensure_domain(sim_dir: str, domid: int, name: str | None = None,
     try:
         existing = {d.domid: d.name for d in ctl.list_domains()}
         if domid not in existing:
-            ctl.create_domain(domid, name or f"domain-{domid}")
-        elif name and existing[domid] != name:
+            try:
+                ctl.create_domain(domid, name or f"domain-{domid}")
+                return
+            except FileExistsError:  # another process created it since we listed
+                existing = {d.domid: d.name for d in ctl.list_domains()}
+        if name and existing[domid] != name:
             ctl.rename_domain(domid, name)
     finally:
         ctl.close()
@@ -190,7 +178,8 @@ def run_as_domain(argv: Sequence[str], *, sim_dir: str | None = None, runner: An
     with fwd:  # from before the start: a signal must never find the program unattended
         proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True, preexec_fn=_pdeathsig_preexec())
+                                start_new_session=True,
+                                preexec_fn=pdeathsig_preexec(signal.SIGKILL))
         fwd.started(proc)
         return _supervise(proc, fwd, prefix, output, timeout)
 
@@ -241,22 +230,44 @@ def _supervise(proc: subprocess.Popen[bytes], fwd: _Forwarder, prefix: str,
 # ---------------------------------------------------------------------------- the CLI
 
 
-def _sim_ready(dir: str | None) -> bool:
-    return bool(dir) and os.path.exists(os.path.join(str(dir), READY_FILE))
+def _sim_runs_in(dir: str) -> bool:
+    """A live daemon owns ``dir`` (its lock, not a file a killed one left) and is ready;
+    one still starting is waited for."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        pid = owner(dir)
+        if pid is None:
+            return False
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join(dir, READY_FILE)) as f:
+                if pid and int(f.read().split()[0]) == pid:
+                    return True
+        if time.monotonic() > deadline:
+            raise SimUsageError(f"sim exec: the simulator in {dir} (pid {pid}) is not ready "
+                                f"after {START_TIMEOUT:g} s")
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
 def _some_sim(dir: str | None) -> Iterator[str]:
     """The directory of a running sim: ``dir`` or ``$XEN_SIM_DIR`` when one runs there,
-    else a sim started for the duration of the block."""
-    for candidate in (dir, os.environ.get("XEN_SIM_DIR")):
-        if _sim_ready(candidate):
-            yield str(candidate)
-            return
-    from harness.xen.sim.runner import running_sim
+    else a sim started for the duration of the block (in ``dir`` if given, after clearing
+    what a dead one left there)."""
+    from harness.xen.sim.runner import SimStartError, running_sim
 
-    with running_sim(dir) as sim:
-        yield sim.dir
+    env_dir = os.environ.get("XEN_SIM_DIR")
+    for candidate in (dir, env_dir):
+        if candidate and _sim_runs_in(candidate):
+            yield candidate
+            return
+    if dir and stale_files(dir):
+        print(f"sim exec: no simulator runs in {dir} any more (its files are stale): "
+              "starting a new one there", file=sys.stderr, flush=True)
+    try:
+        with running_sim(dir) as sim:
+            yield sim.dir
+    except SimStartError as exc:
+        raise SimUsageError(f"sim exec: {exc}") from None
 
 
 def exec_command(args: argparse.Namespace) -> int:
@@ -270,11 +281,23 @@ def exec_command(args: argparse.Namespace) -> int:
     domid = int(getattr(args, "domid", 0) or 0)
     with _some_sim(getattr(args, "dir", None)) as dir:
         try:
-            return run_as_domain(command, sim_dir=dir, domid=domid,
-                                 name=getattr(args, "name", None),
-                                 timeout=getattr(args, "timeout", None))
-        except (FileNotFoundError, PermissionError) as exc:
+            status = run_as_domain(command, sim_dir=dir, domid=domid,
+                                   name=getattr(args, "name", None),
+                                   timeout=getattr(args, "timeout", None))
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             raise SimUsageError(f"sim exec: {exc.strerror}: {command[0]}") from exc
+        except OSError as exc:
+            if exc.errno not in (errno.ENOEXEC, errno.ENOTDIR, errno.ENAMETOOLONG):
+                raise
+            raise SimUsageError(f"sim exec: {exc.strerror}: {command[0]}") from exc
+    if status < 0:  # as a shell reports it: 128 + the signal, and which one
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        print(f"sim exec: {command[0]} killed by {name}", file=sys.stderr, flush=True)
+        return 128 - status
+    return status
 
 
 # ---------------------------------------------------------------------- benchmark

@@ -256,15 +256,13 @@ def header_return_kinds() -> dict[str, str]:
             if debian_header(h) is None:
                 return {}
             src += f"#include <{h}>\n"
-    with tempfile.TemporaryDirectory(prefix="sndif-aux-") as tmp:
-        c = Path(tmp, "decls.c")
-        c.write_text(src)
-        aux = Path(tmp, "aux.txt")
-        try:
-            _run(["gcc", "-c", "-aux-info", str(aux), str(c), "-o", str(Path(tmp, "d.o"))])
-        except BuildError:
-            return {}
-        lines = aux.read_text().splitlines()
+    # source from stdin, declarations to stdout, no object: no temporary file that a
+    # killed caller (sim exec runs this each time) could leave behind
+    try:
+        lines = _run(["gcc", "-c", "-x", "c", "-", "-aux-info", "/dev/stdout",
+                      "-o", "/dev/null"], input=src).splitlines()
+    except BuildError:
+        return {}
     kinds: dict[str, str] = {}
     for line in lines:
         m = _AUX.match(line)
