@@ -9,6 +9,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 CLAUSE_ID = re.compile(r"SND-([A-H])-\d\d")
 AREAS = {
@@ -66,3 +67,31 @@ def check_hook(catalogue: Mapping[str, Defect], name: str) -> None:
     """A hook asks for a defect: it must be one of the catalogue."""
     if name not in catalogue:
         raise KeyError(f"defect hook for {name!r}, which is not in the catalogue")
+
+
+_S = TypeVar("_S", bound="DefectSet")
+
+
+@dataclass(frozen=True)
+class DefectSet:
+    """The active defects of one peer; a subclass names its catalogue (``BY_NAME``) and how
+    to list it. ``has`` rejects names outside the catalogue."""
+
+    names: frozenset[str] = frozenset()
+    BY_NAME: ClassVar[Mapping[str, Defect]] = {}
+    LISTING: ClassVar[str] = "'sndif-harness defects' lists them"
+
+    @classmethod
+    def of(cls: type[_S], names: Iterable[str]) -> _S:
+        """Validated: raises :class:`UnknownDefect` for the first unknown name."""
+        return cls(frozenset(find(cls.BY_NAME, n, cls.LISTING).name for n in names))
+
+    def has(self, name: str) -> bool:
+        check_hook(self.BY_NAME, name)
+        return name in self.names
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def sorted(self) -> list[str]:
+        return sorted(self.names)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
-from harness.defect_catalogue import AREAS, Defect, UnknownDefect, check_hook, find
+from harness.defect_catalogue import AREAS, Defect, DefectSet, UnknownDefect, find
 from harness.defect_catalogue import defect as _d
 
 LISTING = "'sndif-harness defects --frontend' lists them"
@@ -74,26 +73,11 @@ def lookup(name: str) -> Defect:
     return find(BY_NAME, name, LISTING)
 
 
-@dataclass(frozen=True)
-class FrontendDefects:
+class FrontendDefects(DefectSet):
     """The active defects of one frontend device."""
 
-    names: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> FrontendDefects:
-        """Validated: raises :class:`UnknownDefect` for the first unknown name."""
-        return cls(frozenset(lookup(n).name for n in names))
-
-    def has(self, name: str) -> bool:
-        check_hook(BY_NAME, name)
-        return name in self.names
-
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
-    def sorted(self) -> list[str]:
-        return sorted(self.names)
+    BY_NAME = BY_NAME
+    LISTING = LISTING
 
 
 #: The correct frontend.

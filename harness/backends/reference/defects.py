@@ -10,10 +10,7 @@ defect set the backend behaves exactly as BEHAVIOUR.md says.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
-from harness.defect_catalogue import AREAS, CLAUSE_ID, Defect, UnknownDefect, check_hook, find
+from harness.defect_catalogue import AREAS, CLAUSE_ID, Defect, DefectSet, UnknownDefect, find
 from harness.defect_catalogue import defect as _d
 
 CATALOGUE: tuple[Defect, ...] = (
@@ -138,27 +135,11 @@ def lookup(name: str) -> Defect:
     return find(BY_NAME, name, "'sndif-harness defects' lists them")
 
 
-@dataclass(frozen=True)
-class Defects:
+class Defects(DefectSet):
     """The active defects, handed to every core. ``has`` rejects names outside the
     catalogue, so a misspelt hook fails loudly instead of never firing."""
 
-    names: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> Defects:
-        """Validated: raises :class:`UnknownDefect` for the first unknown name."""
-        return cls(frozenset(lookup(n).name for n in names))
-
-    def has(self, name: str) -> bool:
-        check_hook(BY_NAME, name)
-        return name in self.names
-
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
-    def sorted(self) -> list[str]:
-        return sorted(self.names)
+    BY_NAME = BY_NAME
 
 
 #: The correct backend.
