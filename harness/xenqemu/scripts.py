@@ -269,14 +269,16 @@ def dom0_certify(*, argv: list[str], cwd: str, out_in_chroot: str, env: dict[str
     out = shlex.quote(out_in_chroot)
     return _COMMON + f"""
 export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
-for d in proc sys dev run tmp; do
+for d in proc sys dev run; do
   mount -o bind /$d /host/$d || fail certify-start "bind /$d"
 done
-# an out under /tmp is now in dom0's /tmp: make its mount point there
-mkdir -p /host{out} 2>/dev/null
+# the host's /tmp stays visible (the checkout or the report may live there): temporary
+# files go to dom0's memory instead (TMPDIR)
+mkdir -p /run/tmp
 mount -o bind /out /host{out} || fail certify-start "bind out"
 mark stage certify-start
-chroot /host /usr/bin/env -i PATH=/usr/bin:/bin HOME=/tmp {env_s} /bin/sh -c {cmd} \\
+chroot /host /usr/bin/env -i PATH=/usr/bin:/bin HOME=/run/tmp TMPDIR=/run/tmp {env_s} \
+  /bin/sh -c {cmd} \\
   >/run/{CERTIFY_LOG} 2>&1 </dev/null
 rc=$?
 cp /run/{CERTIFY_LOG} /out/{CERTIFY_LOG}
