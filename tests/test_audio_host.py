@@ -18,6 +18,7 @@ from requires import unavailable
 
 from harness.backends.audio_host import (
     INSTALL_HINT,
+    PACAT_LATENCY_MS,
     AudioHost,
     AudioHostError,
     alsa_file_env,
@@ -60,7 +61,7 @@ def alive(pid: int) -> bool:
 
 def pacat(host, mode: str, data: bytes | None = None, *, rate: int = RATE,
           seconds: float | None = None) -> bytes:
-    argv = pacat_argv(mode, None, FMT, rate, CH, latency_ms=20, name="test")
+    argv = pacat_argv(mode, None, FMT, rate, CH, latency_ms=PACAT_LATENCY_MS, name="test")
     if seconds is not None:  # a recorder: stop it after a while
         argv = ["timeout", "-s", "INT", str(seconds), *argv]
     return subprocess.run(argv, input=data, env=host.client_env, capture_output=True,

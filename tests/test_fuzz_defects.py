@@ -1,6 +1,6 @@
 """The fuzzer finds real bugs: against the reference backend with a catalogued defect it
 reports the finding the defect causes (with a reproducer that fails on it), and against
-the correct reference backend none within the budget. Each run is bounded (≤ 30 s)."""
+the correct reference backend none within the budget. Each run is bounded by its budget."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from harness.cli import main
 from harness.fuzz.campaign import Budget, run_machine, run_requests_mode
+from harness.fuzz.catalogue import AREA_GROUPS
 from harness.fuzz.driver import DriverConfig
 from harness.fuzz.reproducer import replay
 from harness.world.options import world_from_options
@@ -31,12 +32,14 @@ def _world(*defects: str) -> tuple[list[str], object]:
 
 
 def _machine(tmp: Path, *defects: str, seconds: float = 10, shrink: float = 6,
-             steps: int = 6):
+             steps: int = 6, groups: tuple[str, ...] | None = None):
     args, spec = _world(*defects)
     t0 = time.monotonic()
     result = run_machine(spec, args, tmp, Budget(examples=300, seconds=seconds,  # type: ignore[arg-type]
-                                                 shrink_seconds=shrink, steps=steps))
-    assert time.monotonic() - t0 < 30
+                                                 shrink_seconds=shrink, steps=steps),
+                         groups=groups)
+    # the budget holds: generation, the skipped rest of a batch, shrinking, start and stop
+    assert time.monotonic() - t0 < seconds + shrink + 14
     return result
 
 
@@ -95,7 +98,10 @@ def test_a_reproducer_fails_where_the_bug_is_not(crash_run) -> None:
 
 
 def test_unchecked_bounds_are_found(tmp_path: Path) -> None:
-    result = _machine(tmp_path, "trust-offset-length")
+    # the rules that reach buffers (as the catalogue runs area C): with every rule, a
+    # loaded CI machine got through 38 examples in 10 s and missed it
+    result = _machine(tmp_path, "trust-offset-length", seconds=15,
+                      groups=AREA_GROUPS["C"])
     assert "bounds" in result.found, result.found
     f = result.found["bounds"]
     assert "SND-C-09" in f.problem.clauses and "outside" in f.problem.detail

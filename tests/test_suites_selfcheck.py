@@ -80,7 +80,19 @@ def test_the_correct_backend_passes_with_each_defects_card(tmp_path: Path, defec
     assert not set(verdicts.values()) & (KILLING | {"NONSTRICT", "INCONCLUSIVE"}), verdicts
 
 
-def _run_defect(base: Path, defect: Defect) -> tuple[Defect, list[dict[str, Any]], int]:
+def _verdicts(results: dict[str, Any]) -> str:
+    """What the run gave instead (a missed defect's diagnosis in the CI log): verdict
+    counts and the first message of a verdict that is neither PASS nor N/A."""
+    counts: dict[str, int] = {}
+    for c in results["cases"]:
+        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+    odd = next((c for c in results["cases"] if c["verdict"] not in ("PASS", "N/A")), None)
+    return (", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            + (f"; {odd['nodeid']}: {odd['verdict']} {odd['message'][:300]}" if odd else ""))
+
+
+def _run_defect(base: Path, defect: Defect
+                ) -> tuple[Defect, list[dict[str, Any]], int, str]:
     clauses = [*defect.clauses, *([defect.ambiguity] if defect.ambiguity else [])]
     rc, results = certify(base / defect.name, "--defect", defect.name,
                           "--clauses", ",".join(clauses), *EXTRA_ARGS.get(defect.name, []))
@@ -90,10 +102,10 @@ def _run_defect(base: Path, defect: Defect) -> tuple[Defect, list[dict[str, Any]
                  and defect.ambiguity in c["clauses"]]
         assert not killing_cases(results, defect.clauses), \
             f"{defect.name}: a behaviour the spec allows was failed"
-        return defect, kills, len(results["cases"])
+        return defect, kills, len(results["cases"]), _verdicts(results)
     kills = killing_cases(results, defect.clauses)
     assert rc == (1 if kills else rc), f"{defect.name}: a killing verdict must exit 1"
-    return defect, kills, len(results["cases"])
+    return defect, kills, len(results["cases"]), _verdicts(results)
 
 
 def test_every_catalogue_defect_is_caught(tmp_path: Path,
@@ -101,7 +113,7 @@ def test_every_catalogue_defect_is_caught(tmp_path: Path,
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = list(pool.map(lambda d: _run_defect(tmp_path, d), CATALOGUE))
     rows, missed = [], []
-    for defect, kills, ran in runs:
+    for defect, kills, ran, why in runs:
         areas = {ref.split("-")[1] for c in kills for ref in c["clauses"]
                  if ref.startswith("SND-")}
         verdicts = sorted({c["verdict"] for c in kills})
@@ -109,7 +121,7 @@ def test_every_catalogue_defect_is_caught(tmp_path: Path,
                     + " ".join(a if a in areas else "." for a in AREAS)
                     + f"  {len(kills):3}/{ran:<3} {' '.join(verdicts)}")
         if not kills:
-            missed.append(defect.name)
+            missed.append(f"{defect.name} ({why})")
     with capsys.disabled():
         print("\nkill matrix: defect, its area, the areas of the cases that caught it, "
               "killing/run cases, verdicts")

@@ -28,7 +28,6 @@ tests).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
@@ -41,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypedDict, Unpack
 
-from harness.procs import stop_process
+from harness.procs import pdeathsig_preexec, stop_process
 from protocol_models.constants import PCM_FORMATS, PcmFormat, pcm_format
 
 #: What CI must install for the audio host (Debian package names).
@@ -62,7 +61,6 @@ PA_FORMATS: dict[PcmFormat, str] = {
 SINK, SOURCE_SINK = "harness_sink", "harness_src"
 #: A unix socket path must fit sockaddr_un (108 octets with the NUL).
 _MAX_SOCKET_PATH = 100
-_PR_SET_PDEATHSIG = 1
 
 
 class AudioHostError(RuntimeError):
@@ -83,12 +81,6 @@ def missing_tools() -> list[str]:
     return [t for t in ("pulseaudio", "pacat", "pactl") if shutil.which(t) is None]
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM if the harness dies, so no daemon outlives it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class SpawnOptions(TypedDict, total=False):
     """The :class:`subprocess.Popen` options :func:`spawn` passes on (binary I/O)."""
 
@@ -101,7 +93,14 @@ class SpawnOptions(TypedDict, total=False):
 def spawn(argv: list[str], env: Mapping[str, str], **kw: Unpack[SpawnOptions]
           ) -> subprocess.Popen[bytes]:
     """Start a helper that dies with this process (PR_SET_PDEATHSIG)."""
-    return subprocess.Popen(argv, env=dict(env), preexec_fn=_die_with_parent, **kw)
+    return subprocess.Popen(argv, env=dict(env), preexec_fn=pdeathsig_preexec(signal.SIGTERM),
+                            **kw)
+
+
+#: pacat's buffer (``--latency-msec``) for the harness's own clients and the reference
+#: backend's: 20 ms underran on a loaded machine (a gap of silence in what the sink got);
+#: the protocol's positions do not depend on it, so a deeper buffer costs only latency.
+PACAT_LATENCY_MS = 100
 
 
 def pacat_argv(mode: str, device: str | None, fmt: PcmFormat | int | str, rate: int,
@@ -124,7 +123,7 @@ class AudioHost:
 
     def __init__(self, directory: str | os.PathLike[str], rate: int = 48000,
                  fmt: PcmFormat | int | str = PcmFormat.S16_LE, channels: int = 2, *,
-                 latency_ms: int = 20, start_timeout: float = 10.0) -> None:
+                 latency_ms: int = PACAT_LATENCY_MS, start_timeout: float = 10.0) -> None:
         self.fmt, self.rate, self.channels = pcm_format(fmt), rate, channels
         pa_format(self.fmt)  # refuse before anything is created
         self.frame_size = PCM_FORMATS[self.fmt].frame_size(channels)

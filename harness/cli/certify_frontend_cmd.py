@@ -82,7 +82,7 @@ def run_linux(report_dir: Path, echo: Any = print) -> tuple[int, dict[str, Any] 
     """Linux's frontend, judged by the reference backend in dom0 of real Xen under QEMU
     while the guest plays twice (each aplay a new OPEN) and records once."""
     from harness.report.results import read_results, write_atomic
-    from harness.xenqemu import EnvironmentMissing, XenQemuError
+    from harness.xenqemu import XenQemuError, said
     from harness.xenqemu.prepare import prepare
     from harness.xenqemu.run import run as run_qemu
 
@@ -94,9 +94,8 @@ def run_linux(report_dir: Path, echo: Any = print) -> tuple[int, dict[str, Any] 
              "Xen 4.17 under QEMU")
         result = run_qemu(p, report_dir, backend="reference", seconds=1.0, plays=2,
                           capture=True, judge_frontend=(results, name), say=echo)
-    except (EnvironmentMissing, XenQemuError) as exc:
-        print(f"sndif-harness certify-frontend: {exc}", file=sys.stderr)
-        return 3, None
+    except XenQemuError as exc:
+        return said("sndif-harness certify-frontend", exc), None
     if result.failed_stage is not None:
         print(f"sndif-harness certify-frontend: real Xen under QEMU: stage "
               f"{result.failed_stage}: {result.failure}", file=sys.stderr)

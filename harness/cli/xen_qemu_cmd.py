@@ -9,13 +9,12 @@ Exit status of ``run``: 0 pass, 1 a stage failed or the audio differs, 2 usage e
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from harness.cli import UsageError, number_in
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_ENV = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL = 0, 1  # (2: a usage error, 3: the host lacks a tool: harness.cli, .xenqemu)
 BACKENDS = ("snd_be", "reference")
 
 
@@ -24,25 +23,21 @@ def _say(text: str) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from harness.xenqemu import EnvironmentMissing, XenQemuError
+    from harness.xenqemu import XenQemuError, said
     from harness.xenqemu.prepare import prepare
 
     t0 = time.monotonic()
     try:
         p = prepare(args.cache, say=_say)
-    except EnvironmentMissing as exc:
-        print(f"sndif-harness: {exc}", file=sys.stderr)
-        return EXIT_ENV
     except XenQemuError as exc:
-        print(f"sndif-harness: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return said("sndif-harness", exc, EXIT_FAIL)
     how = "built" if p.built else "reused"
     _say(f"prepared ({how}, {time.monotonic() - t0:.1f} s): {p.dir} (kernel {p.kver})")
     return EXIT_PASS
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.xenqemu import EnvironmentMissing, XenQemuError
+    from harness.xenqemu import XenQemuError, said
     from harness.xenqemu.prepare import prepare
     from harness.xenqemu.run import run
 
@@ -56,12 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         p = prepare(args.cache, say=_say)
         result = run(p, out, backend=args.backend, seconds=args.seconds,
                      capture=args.capture, plays=args.plays, say=_say)
-    except EnvironmentMissing as exc:
-        print(f"sndif-harness: {exc}", file=sys.stderr)
-        return EXIT_ENV
     except XenQemuError as exc:
-        print(f"sndif-harness: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return said("sndif-harness", exc, EXIT_FAIL)
     if result.failed_stage is not None:
         _say(f"FAIL at stage {result.failed_stage}: {result.failure}")
     _say(f"aplay in the guest: rc={result.aplay_rc}")

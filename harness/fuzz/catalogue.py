@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,7 +128,8 @@ def run_one(p: Plan, out: Path, seed: int = 0) -> Row:
         else:
             result = run_machine(spec, list(p.world), out, budget, dcfg, groups=p.groups)
     except Exception as exc:  # the harness, not the backend: said in the table
-        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}" \
+            + _where(exc)
         row.elapsed = round(time.monotonic() - t0, 1)
         return row
     row.elapsed = round(time.monotonic() - t0, 1)
@@ -139,6 +141,17 @@ def run_one(p: Plan, out: Path, seed: int = 0) -> Row:
         row.detail = f.problem.detail
         row.seconds = result.first_seconds[first]
     return row
+
+
+def _where(exc: BaseException) -> str:
+    """Where the harness failed (its innermost frame of ours): enough to find the bug from
+    a CI log's table row."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/harness/" in f.filename or "/protocol_models/" in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {Path(f.filename).name}:{f.lineno} in {f.name})"
 
 
 def _child(p: Plan, out: str, seed: int) -> dict[str, Any]:

@@ -16,6 +16,12 @@ TCG, ``libgcc_s`` for ``xl``, a backend that must exist before ``xl create``, ``
 
 from __future__ import annotations
 
+import sys
+
+#: The exit status of a command whose host lacks what this tier needs (or, for the
+#: commands whose 1 is a verdict, whose boot failed).
+ENV_EXIT = 3
+
 
 class XenQemuError(RuntimeError):
     """A stage failed: ``stage`` names it."""
@@ -32,3 +38,10 @@ class EnvironmentMissing(XenQemuError):
 #: What the host needs (Debian package names), beyond apt-get/dpkg themselves.
 APT_PACKAGES = ("qemu-system-x86", "busybox-static", "cpio", "alsa-utils")
 INSTALL_HINT = "apt-get install -y --no-install-recommends " + " ".join(APT_PACKAGES)
+
+
+def said(prog: str, exc: XenQemuError, stage_exit: int = ENV_EXIT) -> int:
+    """Say a failure of this tier on stderr, one line naming the stage; the exit status:
+    ENV_EXIT for a missing host tool, ``stage_exit`` for a stage that failed."""
+    print(f"{prog}: {exc}", file=sys.stderr)
+    return ENV_EXIT if isinstance(exc, EnvironmentMissing) else stage_exit

@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.xenqemu import EnvironmentMissing, XenQemuError, scripts
+from harness.xenqemu import ENV_EXIT, XenQemuError, said, scripts
 
 #: after the boot stages of every run, the certification's own; its budget is generous
 #: (Python under TCG runs ~20x slower than on the host) and bounded
 CERTIFY_BUDGET = 1800.0
-ENV_EXIT = 3
 
 
 def _stages() -> list[tuple[str, str, float]]:
@@ -59,12 +58,8 @@ def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) ->
              "COLUMNS": "120"}))
     try:
         prepared = prepare(say=_say)
-    except EnvironmentMissing as exc:
-        print(f"sndif-harness: {exc}", file=sys.stderr)
-        return ENV_EXIT
     except XenQemuError as exc:
-        print(f"sndif-harness: {exc}", file=sys.stderr)
-        return ENV_EXIT
+        return said("sndif-harness", exc)
     result = RunResult(out=report_dir)
     boot(prepared, report_dir, 0.0, result, _say, stages=_stages())
     log = report_dir / scripts.CERTIFY_LOG

@@ -14,7 +14,6 @@ is killed on every path out of :func:`run`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import re
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from harness.procs import pdeathsig_preexec
 from harness.xenqemu import EnvironmentMissing, XenQemuError, scripts
 from harness.xenqemu.prepare import (
     CHANNELS,
@@ -67,7 +67,6 @@ STAGES: tuple[tuple[str, str, float], ...] = (
 FATAL = re.compile(r"@@SNDIF FAIL|Hardware Dom0 crashed|Kernel panic|"
                    r"domain_crash_sync called")
 QEMU_EXIT_TIMEOUT = 60.0
-_PR_SET_PDEATHSIG = 1
 #: an error line in the backend's log: snd_be's "| ERR -", Python logging's "ERROR"
 BACKEND_ERROR = re.compile(r"\| ERR - | ERROR |^Traceback|Error: ")
 
@@ -279,7 +278,7 @@ def boot(p: Prepared, out: Path, seconds: float, result: RunResult,
     with open(out / "serial.log", "w") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=pdeathsig_preexec(signal.SIGKILL))
         try:
             assert proc.stdout is not None
             th = threading.Thread(target=_reader, args=(proc.stdout, log, t0, lines),
@@ -346,13 +345,6 @@ def _follow(proc: subprocess.Popen[bytes], lines: queue.Queue[tuple[float, str] 
     except subprocess.TimeoutExpired:
         result.failed_stage = "qemu-exit"
         result.failure = f"QEMU still running {QEMU_EXIT_TIMEOUT:g} s after dom0 was done"
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: QEMU gets SIGKILL if this process dies without reaching its finally
-    (SIGKILL, OOM), so no emulated machine outlives the harness."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from harness.backends.audio_host import pa_format, pacat_argv, spawn
+from harness.backends.audio_host import PACAT_LATENCY_MS, pa_format, pacat_argv, spawn
 from harness.backends.audio_oracle import silence_frame
 from harness.procs import stop_process
 from protocol_models.constants import PCM_FORMATS, PcmFormat
@@ -167,7 +167,7 @@ class PulseAudioIO:
     carries ``PULSE_SERVER``)."""
 
     def __init__(self, sink: str | None = None, source: str | None = None, *,
-                 latency_ms: int = 20, read_timeout: float = 0.5,
+                 latency_ms: int = PACAT_LATENCY_MS, read_timeout: float = 0.5,
                  env: Mapping[str, str] | None = None) -> None:
         self.sink, self.source = sink, source
         self.latency_ms, self.read_timeout = latency_ms, read_timeout
