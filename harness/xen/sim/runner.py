@@ -38,6 +38,7 @@ from harness.xen.sim.simdir import (
     check_dir,
     clear_stale,
     owner,
+    read_pid_file,
     stale_files,
 )
 
@@ -175,10 +176,8 @@ def wait_ready(dir: str, pid: int, timeout: float,
     deadline = time.monotonic() + timeout
     ready = os.path.join(dir, READY_FILE)
     while True:
-        with contextlib.suppress(OSError, ValueError):
-            with open(ready) as f:
-                if int(f.read().split()[0]) == pid:
-                    return
+        if read_pid_file(ready) == pid:
+            return
         status = exited()
         if status is not None:
             raise SimStartError(status)

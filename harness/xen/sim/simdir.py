@@ -70,10 +70,30 @@ def check_dir(dir: str) -> str:
     return path
 
 
+def parse_pid(raw: bytes | str) -> int:
+    """The pid a lock or ``ready`` file names; 0 while it holds none (each is created
+    empty and written after: a reader can come between)."""
+    fields = raw.split()
+    try:
+        return int(fields[0]) if fields else 0
+    except ValueError:
+        return 0
+
+
+def read_pid_file(path: str) -> int:
+    """:func:`parse_pid` of the file at ``path``; 0 when there is none."""
+    try:
+        with open(path, "rb") as f:
+            return parse_pid(f.read(32))
+    except OSError:
+        return 0
+
+
 def _read_pid(fd: int) -> int:
-    with contextlib.suppress(OSError, ValueError):
-        return int(os.pread(fd, 32, 0).split()[0])
-    return 0
+    try:
+        return parse_pid(os.pread(fd, 32, 0))
+    except OSError:
+        return 0
 
 
 def owner(dir: str) -> int | None:

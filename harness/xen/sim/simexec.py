@@ -33,7 +33,13 @@ from typing import IO, Any
 from harness.procs import pdeathsig_preexec, readline
 from harness.xen.sim.clibs.build import build_libs
 from harness.xen.sim.daemon import hypervisor_path, sim_env
-from harness.xen.sim.simdir import READY_FILE, SimUsageError, owner, stale_files
+from harness.xen.sim.simdir import (
+    READY_FILE,
+    SimUsageError,
+    owner,
+    read_pid_file,
+    stale_files,
+)
 
 TIMEOUT_STATUS = 124  # what run_as_domain returns when it killed the program on timeout
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the process group
@@ -238,10 +244,8 @@ def _sim_runs_in(dir: str) -> bool:
         pid = owner(dir)
         if pid is None:
             return False
-        with contextlib.suppress(OSError, ValueError):
-            with open(os.path.join(dir, READY_FILE)) as f:
-                if pid and int(f.read().split()[0]) == pid:
-                    return True
+        if pid and read_pid_file(os.path.join(dir, READY_FILE)) == pid:
+            return True
         if time.monotonic() > deadline:
             raise SimUsageError(f"sim exec: the simulator in {dir} (pid {pid}) is not ready "
                                 f"after {START_TIMEOUT:g} s")
