@@ -13,6 +13,7 @@ import pytest
 
 from harness.frontend.sequence import Recording, Step
 from harness.xenqemu import parity
+from harness.xenqemu.guest_scenario import CAPTURE, PLAYBACK
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +30,11 @@ def test_the_recording_holds_what_linux_did(linux: Recording) -> None:
     """What the stored recording says Linux sent: a narrowing run of queries, then per
     aplay OPEN, the whole second of audio written before START, STOP after the drain,
     CLOSE; arecord START before any READ. (Evidence for the allowances below.)"""
-    play = [s.op for s in linux.streams[parity.PLAYBACK] if s.op != parity.HWQ]
+    play = [s.op for s in linux.streams[PLAYBACK] if s.op != parity.HWQ]
     assert play == ["OPEN", "WRITE", "TRIGGER START", "TRIGGER STOP", "CLOSE"] * 2
-    cap = [s.op for s in linux.streams[parity.CAPTURE] if s.op != parity.HWQ]
+    cap = [s.op for s in linux.streams[CAPTURE] if s.op != parity.HWQ]
     assert cap == ["OPEN", "TRIGGER START", "READ", "TRIGGER STOP", "CLOSE"]
-    assert sum(s.op == parity.HWQ for s in linux.streams[parity.PLAYBACK]) > 2
+    assert sum(s.op == parity.HWQ for s in linux.streams[PLAYBACK]) > 2
     assert not any("PAUSE" in s.op or "RESUME" in s.op
                    for steps in linux.streams.values() for s in steps)
 
@@ -67,7 +68,7 @@ def _index(rec: Recording, stream: str, op: str, nth: int = 0) -> int:
 def test_a_frontend_that_differs_is_caught_at_the_step(linux: Recording, reference: Recording,
                                                        what: str) -> None:
     """Each kind of departure from Linux is a difference, reported at its step."""
-    ref, lx, pb = reference, linux, parity.PLAYBACK
+    ref, lx, pb = reference, linux, PLAYBACK
     if what == "open-period":
         i = _index(ref, pb, "OPEN")
         s = ref.streams[pb][i]

@@ -88,6 +88,7 @@ def test_reference_backend_on_the_real_xen_seam_plays_twice_captures_and_records
     from harness.backends.reference.audio_io import read_wav_data
     from harness.frontend.sequence import Recording
     from harness.xenqemu import parity
+    from harness.xenqemu.guest_scenario import PLAYBACK
     from harness.xenqemu.run import REFERENCE_OUT
 
     out = tmp_path / "run"
@@ -104,7 +105,7 @@ def test_reference_backend_on_the_real_xen_seam_plays_twice_captures_and_records
     assert "capture: the guest recorded the backend's source bit-exact" in log
     # what Linux sent, as the reference backend saw it: the scenario of the stored data
     live = Recording.read(out / "linux-sequence.json")
-    assert [s.op for s in live.streams[parity.PLAYBACK] if s.op != parity.HWQ] == \
+    assert [s.op for s in live.streams[PLAYBACK] if s.op != parity.HWQ] == \
         ["OPEN", "WRITE", "TRIGGER START", "TRIGGER STOP", "CLOSE"] * 2, live
     assert "parity with the reference frontend: 0 difference(s), 3 allowed" in log, log
     stored = Recording.read(parity.DATA)

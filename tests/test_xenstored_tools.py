@@ -249,3 +249,22 @@ def test_pyxs_store_times_out_instead_of_hanging(xs: XsSim) -> None:
             s.read("/x")
     finally:
         s.close()
+
+
+def test_the_real_seam_finds_xenstore_as_libxenstore_does(tmp_path, monkeypatch) -> None:
+    """dom0 (xenstored's socket there) talks over the socket; a guest (no socket) over
+    the kernel's xenbus device, which pyxs alone would never try."""
+    import os
+
+    from harness.xen.real import pyxs_store
+
+    sock = tmp_path / "socket"
+    monkeypatch.setenv("XENSTORED_PATH", str(sock))
+    sock.touch()
+    assert pyxs_store.default_transport() == (str(sock), None)
+    sock.unlink()
+    bus = "/dev/xen/xenbus"
+    monkeypatch.setattr(os, "access", lambda path, mode: path == bus)
+    assert pyxs_store.default_transport() == (None, bus)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert pyxs_store.default_transport() == (str(sock), None)  # the error names the socket

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from harness.cli import UsageError, number_in
+from harness.xenqemu import FRONTENDS
 
 EXIT_PASS, EXIT_FAIL = 0, 1  # (2: a usage error, 3: the host lacks a tool: harness.cli, .xenqemu)
 BACKENDS = ("snd_be", "reference")
@@ -42,7 +43,8 @@ def _run(args: argparse.Namespace) -> int:
     from harness.xenqemu.run import run
 
     if args.parity and args.backend != "reference":
-        raise UsageError("--parity needs --backend reference (it records what Linux sent)")
+        raise UsageError("--parity needs --backend reference (it records what the guest's "
+                         "frontend sent)")
     out = Path(args.out) if args.out else Path("reports") / time.strftime(
         "xen-qemu-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
@@ -50,18 +52,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         p = prepare(args.cache, say=_say)
         result = run(p, out, backend=args.backend, seconds=args.seconds,
-                     capture=args.capture, plays=args.plays, say=_say)
+                     capture=args.capture, plays=args.plays, frontend=args.frontend,
+                     say=_say)
     except XenQemuError as exc:
         return said("sndif-harness", exc, EXIT_FAIL)
     if result.failed_stage is not None:
         _say(f"FAIL at stage {result.failed_stage}: {result.failure}")
-    _say(f"aplay in the guest: rc={result.aplay_rc}")
+    player, recorder = (("aplay", "arecord") if args.frontend == "linux" else
+                        ("the reference frontend's playback",
+                         "the reference frontend's capture"))
+    _say(f"{player} in the guest: rc={result.aplay_rc}")
     if result.audio_equal:
         _say(f"audio: the backend received the {result.played} bytes played, bit-exact")
     else:
         _say(f"audio: MISMATCH: {result.mismatch}")
     if result.capture:
-        _say(f"arecord in the guest: rc={result.arecord_rc}")
+        _say(f"{recorder} in the guest: rc={result.arecord_rc}")
         _say("capture: the guest recorded the backend's source bit-exact"
              if result.capture_equal else f"capture: MISMATCH: {result.capture_mismatch}")
     if result.backend_errors:
@@ -75,24 +81,36 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sequence(args: argparse.Namespace, out: Path) -> bool:
-    """The Linux frontend's requests as the reference backend recorded them, written as
-    ``linux-sequence.json``; with ``--parity`` compared with the reference frontend's in the
-    same scenario on the simulated Xen. False: a parity difference."""
+    """The guest frontend's requests as the reference backend recorded them, written as
+    ``<frontend>-sequence.json``; with ``--parity`` compared with the reference frontend's
+    in the same scenario on the simulated Xen: Linux's with the allowances of
+    :mod:`harness.xenqemu.parity`, the reference frontend's own exactly (on real Xen it
+    must send what it sends on the simulated one). False: a difference."""
     from harness.xenqemu import parity
 
-    linux = parity.linux_recording(out, f"{parity.SOURCE}; xen-qemu run --seconds "
-                                        f"{args.seconds:g} --plays {args.plays}"
-                                        f"{' --capture' if args.capture else ''}")
-    linux.write(out / "linux-sequence.json")
-    for stream, steps in sorted(linux.streams.items()):
-        _say(f"Linux frontend's requests on stream {stream}: "
+    linux = args.frontend == "linux"
+    source = (parity.SOURCE if linux else "the reference frontend in a PV guest on Xen "
+              "4.17 under QEMU, recorded by the reference backend in dom0")
+    live = parity.linux_recording(out, f"{source}; xen-qemu run --seconds "
+                                       f"{args.seconds:g} --plays {args.plays}"
+                                       f"{' --capture' if args.capture else ''}")
+    live.write(out / f"{args.frontend}-sequence.json")
+    who = "Linux frontend" if linux else "reference frontend (real Xen)"
+    for stream, steps in sorted(live.streams.items()):
+        _say(f"{who}'s requests on stream {stream}: "
              + ", ".join(str(s).split(" ", 1)[0] if s.op == parity.HWQ else str(s)
                          for s in steps))
     if not args.parity:
         return True
     ref = parity.reference_recording(out / "parity", plays=args.plays, seconds=args.seconds,
                                      capture=args.capture)
-    found = parity.compare(linux, ref)
+    if not linux:
+        same = live.streams == ref.streams
+        _say("parity of the reference frontend, real Xen with the simulated: "
+             + ("the same requests" if same else
+                f"DIFFERENT: real {live.streams}, simulated {ref.streams}"))
+        return same
+    found = parity.compare(live, ref)
     for f in found:
         _say(f"parity: {f}")
     differences = [f for f in found if f.allowed is None]
@@ -134,6 +152,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     r.add_argument("--plays", type=number_in(1, 4, integer=True), default=1,
                    help="play the signal this many times, each aplay opening and closing "
                         "the stream anew (the reopen scenario; 1 .. 4, default 1)")
+    r.add_argument("--frontend", choices=FRONTENDS, default="linux",
+                   help="the guest's frontend: Linux's xen-snd-front driven by aplay and "
+                        "arecord, or the harness's reference frontend (Python in the "
+                        "guest, on the real-Xen seam: gntalloc, evtchn, xenbus), playing "
+                        "the same scenario (default linux)")
     r.add_argument("--capture", action="store_true",
                    help="after playing, record as long with arecord in the guest and check "
                         "it got the backend's capture source bit-exact")

@@ -35,6 +35,10 @@ class EnvironmentMissing(XenQemuError):
     """A host tool or package is missing: the message says what to install."""
 
 
+#: The guest's frontends: Linux's xen-snd-front (driven by aplay and arecord) or the
+#: harness's reference frontend (harness.xenqemu.guest_scenario).
+FRONTENDS = ("linux", "reference")
+
 #: What the host needs (Debian package names), beyond apt-get/dpkg themselves.
 APT_PACKAGES = ("qemu-system-x86", "busybox-static", "cpio", "alsa-utils")
 INSTALL_HINT = "apt-get install -y --no-install-recommends " + " ".join(APT_PACKAGES)

@@ -31,10 +31,7 @@ from pathlib import Path
 from harness.frontend.sequence import Recording, Step, sequences
 from harness.xenqemu import scripts
 from harness.xenqemu.prepare import (
-    BUFFER_US,
-    CHANNELS,
     FRAME_BYTES,
-    PERIOD_US,
     RATE,
     known_signal,
 )
@@ -45,9 +42,6 @@ DATA = Path(__file__).resolve().parent / "data" / "linux-aplay-x2-arecord.json"
 SCENARIO = "aplay x2, arecord"
 SOURCE = ("Linux xen-snd-front (Debian 12's kernel) driven by aplay/arecord in a PV guest on "
           "Xen 4.17 under QEMU, recorded by the reference backend in dom0")
-PLAYBACK, CAPTURE = "0/0", "0/1"
-BUFFER_SZ = RATE * BUFFER_US // 1_000_000 * FRAME_BYTES
-PERIOD_SZ = RATE * PERIOD_US // 1_000_000 * FRAME_BYTES
 HWQ, MOVES = "HW_PARAM_QUERY", ("READ", "WRITE")
 
 
@@ -80,12 +74,11 @@ def linux_recording(run_out: Path, source: str) -> Recording:
 def reference_recording(out: Path, *, plays: int = 2, seconds: float = 1.0,
                         capture: bool = True, defects: tuple[str, ...] = ()) -> Recording:
     """The reference frontend through the same scenario on the simulated Xen."""
-    from harness.frontend import audio
     from harness.trace import Trace
     from harness.world.spec import load_card
     from harness.world.world import reference_world
-    from protocol_models.constants import PcmFormat
 
+    from .guest_scenario import play_scenario
     from .run import nbytes_for
 
     nbytes = nbytes_for(seconds)
@@ -93,17 +86,13 @@ def reference_recording(out: Path, *, plays: int = 2, seconds: float = 1.0,
     with reference_world(out, trace=trace, defects=defects,
                          card=load_card(card_vsnd())) as world:
         assert world.dev is not None  # a started world has its frontend connected
-        for _ in range(plays):
-            rep = audio.play(world.dev.stream(PLAYBACK), known_signal(nbytes // FRAME_BYTES),
-                             RATE, PcmFormat.S16_LE, CHANNELS, BUFFER_SZ, PERIOD_SZ,
-                             pad_last_period=True)
-            if rep.error:
-                raise RuntimeError(f"reference frontend's playback failed: {rep.error}")
-        if capture:
-            rep = audio.capture(world.dev.stream(CAPTURE), RATE, PcmFormat.S16_LE, CHANNELS,
-                                BUFFER_SZ, PERIOD_SZ, nbytes=nbytes)
-        if rep.error:
-            raise RuntimeError(f"reference frontend's capture failed: {rep.error}")
+        played = play_scenario(world.dev, known_signal(nbytes // FRAME_BYTES), plays=plays,
+                               capture=capture)
+        failed = next((e for e in played.errors if e), None)
+        if failed:
+            raise RuntimeError(f"reference frontend's playback failed: {failed}")
+        if played.capture_error:
+            raise RuntimeError(f"reference frontend's capture failed: {played.capture_error}")
         records = trace.records
     return Recording(SCENARIO, "the reference frontend on the simulated Xen",
                      sequences(r for r in records if r.domid != 0))

@@ -448,6 +448,13 @@ def _copy_xen_tools(top: Path, unpacked: Path) -> None:
 
 
 def _cpio(top: Path, out: Path, stage: str) -> None:
+    # level 1: the images are unpacked under TCG, where a smaller file saves little
+    with gzip.open(out, "wb", compresslevel=1) as f:
+        f.write(cpio_archive(top, stage))
+
+
+def cpio_archive(top: Path, stage: str) -> bytes:
+    """The tree under ``top`` as one newc cpio archive."""
     names = [".", *sorted(str(p.relative_to(top)) for p in top.rglob("*"))]
     try:
         proc = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=top,
@@ -457,6 +464,4 @@ def _cpio(top: Path, out: Path, stage: str) -> None:
         raise XenQemuError(stage, f"cpio timed out after {STEP_TIMEOUT:g} s") from None
     if proc.returncode != 0:
         raise XenQemuError(stage, f"cpio failed: {proc.stderr.decode(errors='replace')}")
-    # level 1: the images are unpacked under TCG, where a smaller file saves little
-    with gzip.open(out, "wb", compresslevel=1) as f:
-        f.write(proc.stdout)
+    return proc.stdout

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from harness.procs import pdeathsig_preexec
-from harness.xenqemu import EnvironmentMissing, XenQemuError, scripts
+from harness.xenqemu import FRONTENDS, EnvironmentMissing, XenQemuError, guest_python, scripts
 from harness.xenqemu.prepare import (
     CHANNELS,
     FRAME_BYTES,
@@ -67,6 +67,9 @@ STAGES: tuple[tuple[str, str, float], ...] = (
 FATAL = re.compile(r"@@SNDIF FAIL|Hardware Dom0 crashed|Kernel panic|"
                    r"domain_crash_sync called")
 QEMU_EXIT_TIMEOUT = 60.0
+#: seconds (emulated) the reference frontend's guest may take beyond Linux's to connect:
+#: unpacking its ~150 MB image and Python's start-up (imports run ~20x slower under TCG)
+PYTHON_START = 240
 #: an error line in the backend's log: snd_be's "| ERR -", Python logging's "ERROR"
 BACKEND_ERROR = re.compile(r"\| ERR - | ERROR |^Traceback|Error: ")
 
@@ -183,7 +186,8 @@ def nbytes_for(seconds: float) -> int:
 
 
 def write_run_files(out: Path, backend: Backend, nbytes: int, guest_timeout: int,
-                    capture: bool = False, plays: int = 1) -> None:
+                    capture: bool = False, plays: int = 1, *,
+                    guest_image: Path | None = None) -> None:
     raw = out / scripts.BACKEND_RAW
     (out / "asound.conf").write_text(scripts.asound_conf(
         str(raw), str(out / CAPTURE_RAW), str(out / CAPTURE_ECHO)))
@@ -194,9 +198,11 @@ def write_run_files(out: Path, backend: Backend, nbytes: int, guest_timeout: int
 
     (out / CAPTURE_WAV).write_bytes(
         wav_header(PcmFormat.S16_LE, RATE, CHANNELS, len(source)) + source)
+    image = {} if guest_image is None else {
+        "ramdisk": f"/out/{guest_image.relative_to(out)}", "memory": guest_python.MEMORY_MB}
     (out / "guest.cfg").write_text(scripts.guest_cfg(
         nbytes // FRAME_BYTES, backend.unique_id, RATE,
-        backend.capture_id if capture else None, plays))
+        backend.capture_id if capture else None, plays, **image))
     (out / "dom0-run.sh").write_text(scripts.dom0_run(
         backend_argv=backend.argv, backend_env=backend.env, out_in_chroot=str(out),
         guest_timeout=guest_timeout, ready_wait=backend.ready_wait))
@@ -204,12 +210,14 @@ def write_run_files(out: Path, backend: Backend, nbytes: int, guest_timeout: int
 
 def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0,
         capture: bool = False, plays: int = 1, judge_frontend: tuple[Path, str] | None = None,
-        say: Callable[[str], None] = lambda _s: None) -> RunResult:
+        frontend: str = "linux", say: Callable[[str], None] = lambda _s: None) -> RunResult:
     """Boot, play ``plays`` times (each aplay opens and closes the stream; with
     ``capture`` then record once), compare. ``judge_frontend`` (the reference backend
-    only): (results.json under ``out``, the frontend's name): the backend judges the Linux
-    frontend's side of the protocol as it serves it (harness/fejudge). Never leaves QEMU
-    running."""
+    only): (results.json under ``out``, the frontend's name): the backend judges the
+    guest's frontend's side of the protocol as it serves it (harness/fejudge).
+    ``frontend``: the guest's: Linux's xen-snd-front driven by aplay/arecord, or the
+    harness's reference frontend (:mod:`harness.xenqemu.guest_scenario`). Never leaves
+    QEMU running."""
     if shutil.which(QEMU) is None:
         raise EnvironmentMissing("run/host-tools", f"{QEMU} not found "
                                  "(apt-get install qemu-system-x86)")
@@ -218,7 +226,8 @@ def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0
         raise XenQemuError("run/out", f"{out}: QEMU cannot share a path with a comma")
     out.mkdir(parents=True, exist_ok=True)
     for stale in (scripts.BACKEND_RAW, scripts.BACKEND_LOG, scripts.GUEST_LOG,
-                  scripts.BACKEND_TRACE, "xl-create.log", "xl-create-1.log", "serial.log"):
+                  scripts.BACKEND_TRACE, "xl-create.log", "xl-create-1.log", "serial.log",
+                  "guest-reference.cpio.gz"):
         with contextlib.suppress(FileNotFoundError):
             (out / stale).unlink()
     shutil.rmtree(out / REFERENCE_OUT, ignore_errors=True)
@@ -234,11 +243,20 @@ def run(p: Prepared, out: Path, *, backend: str = "snd_be", seconds: float = 1.0
         raise XenQemuError("backend-build", f"no backend {backend!r}")
     if judge_frontend is not None and backend != "reference":
         raise XenQemuError("backend-build", "only the reference backend judges a frontend")
+    if frontend not in FRONTENDS:
+        raise XenQemuError("guest-image", f"no frontend {frontend!r}")
     nbytes = nbytes_for(seconds)
     guest_timeout = int(seconds * plays) + 150
-    write_run_files(out, be, nbytes, guest_timeout, capture, plays)
+    image, stages = None, None
+    if frontend == "reference":
+        say("guest-image: the reference frontend's Python guest")
+        image = guest_python.build(p, out)
+        guest_timeout += PYTHON_START
+        stages = [(n, pat, t + PYTHON_START if n == "guest-card" else t)
+                  for n, pat, t in _stages(capture)]
+    write_run_files(out, be, nbytes, guest_timeout, capture, plays, guest_image=image)
     result = RunResult(out=out, played=nbytes * plays, plays=plays, capture=capture)
-    boot(p, out, seconds * plays, result, say)
+    boot(p, out, seconds * plays, result, say, stages=stages)
     _rcs_from_console(out, result)
     _judge(be.received(out), nbytes, plays, result)
     if capture:
@@ -263,15 +281,20 @@ def _reader(stream: IO[bytes], log: IO[str], t0: float,
     lines.put(None)
 
 
+def _stages(capture: bool) -> list[tuple[str, str, float]]:
+    stages = list(STAGES)
+    if capture:
+        stages.insert([s[0] for s in stages].index("aplay") + 1, ARECORD_STAGE)
+    return stages
+
+
 def boot(p: Prepared, out: Path, seconds: float, result: RunResult,
           say: Callable[[str], None],
           stages: list[tuple[str, str, float]] | None = None) -> None:
     """One boot, followed stage by stage (``stages``: the guest's play by default)."""
     argv = qemu_argv(p, out)
     if stages is None:
-        stages = list(STAGES)
-        if result.capture:
-            stages.insert([s[0] for s in stages].index("aplay") + 1, ARECORD_STAGE)
+        stages = _stages(result.capture)
     (out / "qemu-argv.txt").write_text("\n".join(argv) + "\n")
     lines: queue.Queue[tuple[float, str] | None] = queue.Queue()
     t0 = time.monotonic()

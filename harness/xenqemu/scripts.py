@@ -128,18 +128,19 @@ poweroff -f
 
 
 def guest_cfg(frames: int, unique_id: str, rate: int,
-              capture_id: str | None = None, plays: int = 1) -> str:
+              capture_id: str | None = None, plays: int = 1, *,
+              ramdisk: str = "/guest/initrd.gz", memory: int = 256) -> str:
     """xl's configuration of the PV guest: one vsnd card, one playback stream and, with
     ``capture_id``, one capture stream on the same PCM device; the guest plays ``plays``
-    times."""
+    times (``ramdisk``: its image as dom0 sees it)."""
     capture = f", 'stream, unique-id={capture_id}, type=C'" if capture_id else ""
     return f"""name = "{GUEST_NAME}"
 type = "pv"
 kernel = "/guest/vmlinuz"
-ramdisk = "/guest/initrd.gz"
+ramdisk = "{ramdisk}"
 extra = "console=hvc0 rdinit=/init loglevel=4 sndif.frames={frames} sndif.plays={plays}\
 {' sndif.capture=1' if capture_id else ''}"
-memory = 256
+memory = {memory}
 vcpus = 1
 on_crash = "destroy"
 vsnd = [[ 'card, sample-rates={rate}, sample-formats=s16_le', 'pcm, name=dev1', \

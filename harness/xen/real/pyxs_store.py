@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import os
 import queue
 import re
 import threading
@@ -46,6 +47,20 @@ def _xs_error(e: BaseException) -> XsError:
     return XsError("EIO", f"pyxs: {e!r}")
 
 
+def default_transport() -> tuple[str | None, str | None]:
+    """(socket, xenbus device) as libxenstore's ``xs_open`` picks them: xenstored's socket
+    where it runs (dom0), else the kernel's xenbus device (a guest: pyxs alone would try
+    the socket there and fail)."""
+    sock = os.environ.get("XENSTORED_PATH") or os.path.join(
+        os.environ.get("XENSTORED_RUNDIR", "/var/run/xenstored"), "socket")
+    if os.path.exists(sock):
+        return sock, None
+    for dev in ("/dev/xen/xenbus", "/proc/xen/xenbus"):
+        if os.access(dev, os.R_OK | os.W_OK):
+            return None, dev
+    return sock, None  # neither: the socket's absence is the error to report
+
+
 class PyxsStore:
     """``Store`` over ``pyxs.Client``: ``PyxsStore(unix_socket_path=…)`` or
     ``PyxsStore(xen_bus_path="/dev/xen/xenbus")``."""
@@ -55,6 +70,8 @@ class PyxsStore:
         self.domid = domid
         self.timeout = timeout
         self._broken: str | None = None
+        if unix_socket_path is None and xen_bus_path is None:
+            unix_socket_path, xen_bus_path = default_transport()
         self._client = pyxs.Client(unix_socket_path=unix_socket_path,
                                    xen_bus_path=xen_bus_path)
         self._guard(self._client.connect)
@@ -127,7 +144,11 @@ class PyxsStore:
 
     def _mon(self) -> Any:
         if self._monitor is None:
-            self._monitor = self._client.monitor()
+            # pyxs's monitor() refuses a xenbus connection (a guest's only way to XenStore)
+            # for a 2016 kernel quirk; Linux's xenbus device keeps each request's id in
+            # its reply and sends events as WATCH_EVENT, which pyxs's router dispatches by
+            # type alone, so the monitor is made directly
+            self._monitor = pyxs.client.Monitor(copy.copy(self._client))
         return self._monitor
 
     def watch(self, path: str, token: str) -> None:
