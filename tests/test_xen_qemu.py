@@ -1,12 +1,14 @@
 """The real-Xen tier: Xen 4.17 + a Debian dom0 and PV guest under QEMU (TCG). The backend
-runs in dom0, the real Linux ``xen-snd-front`` in the guest plays a known signal with aplay
-(and records with arecord), and what the backend wrote out must equal what was played byte
-for byte (and what the guest recorded, the backend's capture source).
+runs in dom0; in the guest, the real Linux ``xen-snd-front`` plays a known signal with aplay
+(and records with arecord), or the harness's own reference frontend plays the same scenario;
+what the backend wrote out must equal what was played byte for byte (and what the guest
+recorded, the backend's capture source). Then the suites on real Xen (certify, the harness
+in dom0) and the Linux frontend judged (certify-frontend).
 
-Costs two boots (about 1-1.5 minutes each on 2 cores) plus, the first time, the preparation
-(about 15 s with the packages at hand) and the snd_be build (about 20 s). Outside CI it is
-skipped only when the host lacks QEMU, busybox-static, cpio or alsa-utils; under CI=true it
-always runs (tests/requires.py)."""
+Costs five boots (about 1.5-2.5 minutes each on 2 cores; the certification's adds its own
+~3 minutes) plus, the first time, the preparation (about 15 s with the packages at hand)
+and the snd_be build (about 20 s). Outside CI it is skipped only when the host lacks QEMU,
+busybox-static, cpio or alsa-utils; under CI=true it always runs (tests/requires.py)."""
 
 from __future__ import annotations
 
@@ -111,6 +113,42 @@ def test_reference_backend_on_the_real_xen_seam_plays_twice_captures_and_records
     stored = Recording.read(parity.DATA)
     if live.streams != stored.streams:  # a new kernel or alsa-utils: worth re-recording
         print(f"note: Linux's requests differ from {parity.DATA.name}; re-record it")
+
+
+def test_the_reference_frontend_in_a_guest_plays_and_captures_bit_exact_on_real_xen(
+        prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The harness's own frontend as a PV guest's (Python in the guest, on the real-Xen
+    seam: the guest's xenbus device, gntalloc, evtchn; grants and event channels between
+    two domains), against the reference backend in dom0: two plays, each a new OPEN, and
+    a capture, bit-exact; and on real Xen it sends exactly what it sends on the simulated
+    Xen (--parity, no allowance)."""
+    import subprocess
+    import sys
+
+    from harness.backends.reference.audio_io import read_wav_data
+    from harness.frontend.sequence import Recording
+    from harness.xenqemu.guest_scenario import CAPTURE, PLAYBACK
+    from harness.xenqemu.run import REFERENCE_OUT
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "xen-qemu", "run", "--backend", "reference",
+         "--frontend", "reference", "--seconds", "1", "--plays", "2", "--capture",
+         "--parity", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    once = known_signal(nbytes_for(1.0) // FRAME_BYTES)
+    wavs = sorted((out / REFERENCE_OUT).glob("*-open*.wav"))
+    assert [read_wav_data(w) for w in wavs] == [once, once]
+    assert "capture: the guest recorded the backend's source bit-exact" in log
+    assert "real Xen with the simulated: the same requests" in log, log
+    live = Recording.read(out / "reference-sequence.json")
+    assert [s.op for s in live.streams[PLAYBACK]] == \
+        ["HW_PARAM_QUERY", "OPEN", "WRITE", "TRIGGER START", "TRIGGER STOP", "CLOSE"] * 2
+    assert [s.op for s in live.streams[CAPTURE]] == \
+        ["HW_PARAM_QUERY", "OPEN", "TRIGGER START", "READ", "TRIGGER STOP", "CLOSE"]
+    guest = (out / "console" / "guest-sndguest.log").read_text(errors="replace")
+    assert "@@GUEST card domid=" in guest and "Traceback" not in guest, guest[-3000:]
 
 
 def test_certify_on_real_xen_gives_the_simulations_verdicts(
