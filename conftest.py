@@ -58,6 +58,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="confidence of the medians' intervals (default 0.95)")
 
 
+def _own_domid() -> int:
+    """This process's domain on a real Xen host (a usage error where there is none)."""
+    from harness.xen.real.platform import own_domid
+
+    try:
+        return own_domid()
+    except Exception as exc:  # no xenstored socket, no xenbus device, no answer
+        raise pytest.UsageError(f"--platform real: no Xen here ({exc})") from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Validate the backend options once, before any test runs: a bad value is a usage
     error naming the bad part, not a failure of every test."""
@@ -70,17 +80,19 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--case-timeout must be > 0")
     real = config.getoption("platform") == "real"
     fe_domid = config.getoption("frontend_domid")
+    own = _own_domid() if real else None
     if fe_domid is None:
-        fe_domid = 0 if real else 1
+        fe_domid = own if own is not None else 1
     if config.getoption("backend_domid") < 0 or fe_domid < 0:
         raise pytest.UsageError("--backend-domid and --frontend-domid must be >= 0")
-    if real and fe_domid != 0:
-        raise pytest.UsageError("--platform real: the frontend is this process, in dom0 "
-                                "(--frontend-domid 0)")
+    if real and fe_domid != own:
+        raise pytest.UsageError(f"--platform real: the frontend is this process, in domain "
+                                f"{own} (--frontend-domid {own})")
     try:
+        # in a guest (not dom0) the host's toolstack made the device: no rights to make it
         spec = world_from_options(config.getoption, platform=config.getoption("platform"),
                                   backend_domid=config.getoption("backend_domid"),
-                                  frontend_domid=fe_domid,
+                                  frontend_domid=fe_domid, toolstack=own in (None, 0),
                                   request_timeout_ms=int(t * 1000))
     except WorldSpecError as exc:
         raise pytest.UsageError(str(exc)) from None

@@ -26,6 +26,7 @@ import contextlib
 
 import pytest
 
+from harness.certify.outcomes import NO_TOOLSTACK, not_applicable
 from harness.frontend.hostile import ManualFrontend, taken_over, wait_until
 from harness.judge.evidence import accounting, backend_maps
 from harness.toolstack.apply import DeviceTimeout, create_device, remove_device
@@ -210,6 +211,8 @@ def test_removal_and_recreation_beside_hostile_entries(backend_case, backend_sup
     toolstack removal (online 0, state 5) takes the backend to Closed within 10 s, and
     the device created again reaches InitWait within 10 s and connects."""
     c = backend_supervisor.world.spec
+    if not c.toolstack:
+        not_applicable(NO_TOOLSTACK)
     root = f"/local/domain/{c.backend_domid}/backend/vsnd"
     junk = [f"{root}/{j.format(fe=c.frontend_domid)}" for j in JUNK]
     tool = backend_supervisor.world.platform.domain(0)

@@ -25,6 +25,11 @@ class Inconclusive(Exception):
     """The harness or the environment failed; the backend is not to blame."""
 
 
+#: Why a case that removes and creates the device cannot run where the harness is a guest.
+NO_TOOLSTACK = ("needs the toolstack's rights (dom0: removing and creating the device); "
+                "the harness runs in a guest")
+
+
 def not_applicable(reason: str) -> NoReturn:
     """End the case as N/A: ``reason`` names the optional feature that is absent."""
     pytest.skip(NA_PREFIX + reason)

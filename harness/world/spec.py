@@ -24,11 +24,19 @@ from harness.toolstack.vsnd_config import (
 from harness.world.backend_spec import BackendSpec, BackendSpecError, parse_backend_spec
 from harness.xen.platforms import PLATFORMS
 
-#: One playback and one capture stream, 48 kHz S16_LE, 64 KiB buffers.
-DEFAULT_CARD = parse_xl_items([[
+#: One playback and one capture stream, 48 kHz S16_LE, 64 KiB buffers: as xl.cfg's
+#: ``vsnd`` items (a guest on a real host gets its card from there)
+DEFAULT_VSND: tuple[tuple[str, ...], ...] = ((
     "card, sample-rates=48000, sample-formats=s16_le, buffer-size=65536",
     "pcm, name=dev0", "stream, unique-id=pb, type=p", "stream, unique-id=cap, type=c",
-]])[0]
+),)
+DEFAULT_CARD = parse_xl_items(DEFAULT_VSND)[0]
+
+
+def xl_vsnd(cards: Sequence[Sequence[str]]) -> str:
+    """The ``vsnd = ...`` value of xl.cfg for these items."""
+    return "[" + ", ".join("[ " + ", ".join(f"'{i}'" for i in c) + " ]" for c in cards) + "]"
+
 
 #: ``--audio``: where the backend's sound goes. ``wav``: the reference backend's own WAV
 #: files (its default); ``pulse``: a private PulseAudio (null sink + known-signal source)
@@ -62,6 +70,10 @@ class WorldSpec:
     connect_timeout: float = 10.0  # frontend Connected
     request_timeout_ms: int = 3000  # the frontend's per-request timeout (Linux's)
     kill_grace: float = 3.0  # SIGTERM -> SIGKILL
+    #: the harness holds the toolstack (dom0's XenStore rights: it creates and removes
+    #: the device). False: it runs in a guest of a real host, whose toolstack made the
+    #: device (``xl create`` with ``vsnd``); cases that need those rights are N/A
+    toolstack: bool = True
 
     @property
     def audio_mode(self) -> str:
@@ -168,6 +180,9 @@ def world_spec(*, backend: str = "reference", defects: Sequence[str] = (),
         raise WorldSpecError("--platform real: the harness starts the backend as a process "
                              "of dom0, where it runs; a backend in another domain must be "
                              "running already (--backend attach)")
+    if not more.get("toolstack", True) and bspec.kind != "attach":
+        raise WorldSpecError("the harness runs in a guest: the backend runs in its own "
+                             "domain already (--backend attach)")
     if platform == "real" and audio not in (None, "none"):
         raise WorldSpecError("--platform real: --audio is set up by the host's owner")
     return WorldSpec(backend=bspec, platform=platform, card=load_card(vsnd, config),

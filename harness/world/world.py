@@ -40,7 +40,9 @@ from harness.xen.api import (
 )
 from harness.xen.platforms import open_platform
 from harness.xen.traced import TracedStore
+from protocol_models.constants import XsField
 from protocol_models.xenbus import XenbusState
+from protocol_models.xenstore import XsError
 
 MARK = "===="
 _EXCERPT_LINES = 40
@@ -169,7 +171,9 @@ class World:
         self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.platform.ensure_domain(s.frontend_domid, "guest")
         self.platform.ensure_domain(s.backend_domid, "backend")
-        self._tool = self.platform.domain(0)
+        # in a guest the "toolstack" connection is the guest's own (it reads, as a
+        # frontend may; it writes nothing of the backend's)
+        self._tool = self.platform.domain(0 if s.toolstack else s.frontend_domid)
         self._start_audio()
         self.bring_up("start")
 
@@ -288,7 +292,12 @@ class World:
         backend to die, which is reported at once with its log tail."""
         s = self.spec
         plan = plan_device(self.card, s.frontend_domid, s.backend_domid, s.devid)
-        write_plan(self.tool_store, plan)
+        if s.toolstack:
+            write_plan(self.tool_store, plan)
+        elif not _exists(self.tool_store, f"{plan.fe_path}/{XsField.BACKEND}"):
+            raise BackendStartError(
+                f"no vsnd device {s.devid} for this guest ({plan.fe_path}): the host's "
+                "toolstack creates it (xl create with vsnd = [...])")
         self._device_created = True
         deadline = time.monotonic() + s.init_timeout
         last = None
@@ -307,7 +316,8 @@ class World:
                     + self.tail(self.log_text()))
 
     def remove_device(self) -> None:
-        if not self._device_created or not self.spec.backend.starts_process:
+        if not self._device_created or not self.spec.backend.starts_process \
+                or not self.spec.toolstack:
             return  # an attached backend's device stays: only the frontend reconnects
         s = self.spec
         # the backend is gone now: nobody will answer, so do not wait for Closed
@@ -374,3 +384,11 @@ def running_world(spec: WorldSpec, out: str | os.PathLike[str], *,
         stack.callback(world.close)
         world.start()
         yield world
+
+
+def _exists(store: Store, path: str) -> bool:
+    try:
+        store.read(path)
+    except XsError:
+        return False
+    return True

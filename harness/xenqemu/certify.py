@@ -47,6 +47,8 @@ def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) ->
         print(f"sndif-harness certify: --report-dir {report_dir}: QEMU cannot share a path "
               "with a comma", file=sys.stderr)
         return 2
+    if args.frontend_domid not in (None, 0):
+        return _certify_in_guest(args, report_dir)
     inner = copy.copy(args)
     inner.platform, inner.frontend_domid, inner.baseline = "real", 0, None
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
@@ -79,13 +81,119 @@ def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) ->
     return 2 if rc == 4 else rc if rc in (0, 1, 3) else ENV_EXIT
 
 
+#: the report's files the guest sends back on its console (its traces stay there)
+GUEST_REPORT = ("results.json", "junit.xml", "report.md", "report.html")
+GUEST_REPORT_DIR = "/tmp/report"
+
+
+def _certify_in_guest(args: argparse.Namespace, report_dir: Path) -> int:
+    """The suites run by the harness in a PV guest (its frontend the guest's own, on the
+    real-Xen seam), against the reference backend started in dom0 beforehand; the device
+    is the toolstack's (``xl create`` with the run's card). The report comes back on the
+    guest's console."""
+    from harness.cli.certify_cmd import pytest_args
+    from harness.world.spec import DEFAULT_VSND, xl_vsnd
+    from harness.xenqemu import guest_python
+    from harness.xenqemu.prepare import prepare
+    from harness.xenqemu.run import GUEST_STAGES, RunResult, boot
+
+    if args.frontend_domid != 1:
+        return _usage("--frontend-domid: the guest xl creates is domain 1")
+    if args.backend != "reference" or args.vsnd_config is not None or args.audio \
+            or args.unique_id or args.backend_env:
+        return _usage("with the frontend in a guest, the backend in dom0 is the reference "
+                      "backend (--defect allowed), the card from --vsnd or the default")
+    inner = copy.copy(args)
+    inner.platform, inner.frontend_domid, inner.baseline = "real", None, None
+    inner.backend, inner.defect = "attach", []
+    guest_args = pytest_args(inner, Path(GUEST_REPORT_DIR), Path(guest_python.SRC) / "suites")
+    files = " ".join(GUEST_REPORT)
+    # (no hypothesis plugin: the suites do not use it, and it would load its native module
+    # under emulation only to print a summary line)
+    command = guest_python.python_command(["-m", "pytest", "-p", "no:cacheprovider", "-p",
+                                           "no:hypothesispytest", *guest_args]) + f"""
+rc=$?
+g certify-done rc=$rc
+cd {GUEST_REPORT_DIR} && tar czf /tmp/report.tgz $(ls {files} 2>/dev/null)
+g out-begin
+uuencode -m /tmp/report.tgz report.tgz
+g out-end
+"""
+    try:
+        prepared = prepare(say=_say)
+        image = guest_python.build(prepared, report_dir, command)
+    except XenQemuError as exc:
+        return said("sndif-harness", exc)
+    backend = [sys.executable, "-m", "harness.backends.reference", "--out",
+               str(report_dir / "reference-out"), "--log-level", "INFO",
+               *(x for d in args.defect or [] for x in ("--defect", d))]
+    (report_dir / "guest.cfg").write_text(scripts.guest_cfg(
+        1, "pb", 48000, ramdisk=f"/out/{image.name}", memory=guest_python.MEMORY_MB,
+        vsnd=args.vsnd or xl_vsnd(DEFAULT_VSND)))
+    (report_dir / "dom0-run.sh").write_text(scripts.dom0_run(
+        backend_argv=backend, out_in_chroot=str(report_dir), guest_timeout=int(CERTIFY_BUDGET),
+        backend_env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
+        ready_wait=20))
+    result = RunResult(out=report_dir)
+    boot(prepared, report_dir, 0.0, result, _say, stages=[
+        *GUEST_STAGES, ("certify-done", r"@@SNDIF guest certify-done", CERTIFY_BUDGET),
+        ("guest-gone", r"@@SNDIF stage guest-gone", 120),
+        ("backend-stopped", r"@@SNDIF stage backend-stopped", 30),
+        ("dom0-done", r"@@SNDIF stage dom0-done", 30)])
+    console = report_dir / scripts.GUEST_LOG
+    text = console.read_text(errors="replace") if console.exists() else ""
+    (report_dir / scripts.CERTIFY_LOG).write_text(text)
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if "sndif certification" in ln), None)
+    if start is not None:
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("@@GUEST")),
+                   len(lines))
+        print("\n".join(lines[start:end]))
+    if result.failed_stage is not None:
+        print(f"sndif-harness certify: real Xen under QEMU: stage {result.failed_stage}: "
+              f"{result.failure}; serial log {report_dir / 'serial.log'}", file=sys.stderr)
+        return ENV_EXIT
+    if not _unpack_report(text, report_dir):
+        print("sndif-harness certify: the guest sent no report back; its console: "
+              f"{console}", file=sys.stderr)
+        return ENV_EXIT
+    m = re.search(r"^@@GUEST certify-done rc=(\d+)", text, re.M)
+    rc = int(m.group(1)) if m else ENV_EXIT
+    return 2 if rc == 4 else rc if rc in (0, 1, 3) else ENV_EXIT
+
+
+def _unpack_report(console: str, report_dir: Path) -> bool:
+    """The report's files from the guest's console (a base64 tarball between markers)."""
+    import io
+    import tarfile
+
+    from harness.xenqemu.run import uuencoded_from_console
+
+    data = uuencoded_from_console(console, "out")
+    if not data:
+        return False
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if name in GUEST_REPORT and member.isfile():
+                f = tar.extractfile(member)
+                if f is not None:
+                    (report_dir / name).write_bytes(f.read())
+    return (report_dir / "results.json").is_file()
+
+
+def _usage(message: str) -> int:
+    print(f"sndif-harness certify: --platform xen-qemu: {message}", file=sys.stderr)
+    return 2
+
+
 def _say(text: str) -> None:
     print(f"xen-qemu: {text}", flush=True)
 
 
 #: why a case cannot run on a real host: the simulated Xen's capabilities it needs
 #: (harness/certify/outcomes.py words these N/A reasons)
-PLATFORM_ONLY = ("needs the platform's", "the platform cannot")
+PLATFORM_ONLY = ("needs the platform's", "the platform cannot", "needs the toolstack's")
 
 
 def sim_differences(real: dict[str, Any], sim: dict[str, Any]

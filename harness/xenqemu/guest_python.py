@@ -14,6 +14,7 @@ from __future__ import annotations
 import compileall
 import gzip
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -40,11 +41,12 @@ PROJECT = ("harness", "protocol_models", "suites", "conftest.py", "pyproject.tom
 SITE_PACKAGES = ("_pytest", "pytest", "py.py", "pluggy", "iniconfig", "packaging", "attr",
                  "attrs", "hypothesis", "_hypothesis_globals.py",
                  "_hypothesis_pytestplugin.py", "sortedcontainers", "scapy", "allure",
-                 "allure_commons", "allure_pytest", "pyxs", "typing_extensions.py")
+                 "allure_commons", "allure_pytest", "pyxs", "typing_extensions.py",
+                 "pygments")
 #: their distributions' metadata (pytest finds its plugins through the entry points)
 DISTRIBUTIONS = ("pytest", "pluggy", "iniconfig", "packaging", "attrs", "hypothesis",
                  "sortedcontainers", "scapy", "allure_pytest", "allure_python_commons",
-                 "pyxs", "typing_extensions")
+                 "pyxs", "typing_extensions", "pygments")
 #: the standard library's parts no run of the harness imports
 STDLIB_SKIP = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
                "pydoc_data", "distutils", "venv", "site-packages", "dist-packages")
@@ -52,8 +54,21 @@ STDLIB_SKIP = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3
 MEMORY_MB = 768  # the guest's: the image unpacked (~150 MB) and the interpreter
 
 
-def guest_init() -> str:
-    """The guest's /init: the Xen devices a frontend needs, then the scenario."""
+def python_command(argv: list[str]) -> str:
+    """The shell line of /init that runs the guest's Python with ``argv``, in the project."""
+    args = " ".join(shlex.quote(a) for a in argv)
+    return (f"cd {SRC} && env -i PATH=/usr/bin:/bin HOME=/tmp PYTHONPATH={SRC}:{SITE} "
+            f"PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 COLUMNS=120 /usr/bin/python3 {args}")
+
+
+#: what the guest runs by default: the scenario of the aplay guest
+SCENARIO = python_command(["-m", "harness.xenqemu.guest_scenario", "--signal",
+                           "/signal.raw"]) + "\ng python rc=$?"
+
+
+def guest_init(command: str = SCENARIO) -> str:
+    """The guest's /init: the Xen devices a frontend needs, then ``command`` (shell, with
+    ``g`` to print a marker)."""
     return "#!/bin/sh\n" + rf"""
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -69,10 +84,7 @@ for m in xenfs xen-evtchn xen-gntalloc xen-gntdev; do
   modprobe $m || g fail modprobe $m
 done
 mount -t xenfs xenfs /proc/xen || g fail mount xenfs
-cd {SRC}
-env -i PATH=/usr/bin:/bin HOME=/tmp PYTHONPATH={SRC}:{SITE} PYTHONDONTWRITEBYTECODE=1 \
-  PYTHONUNBUFFERED=1 /usr/bin/python3 -m harness.xenqemu.guest_scenario --signal /signal.raw
-g python rc=$?
+{command}
 g done
 sync
 poweroff -f
@@ -110,8 +122,9 @@ def _strip(top: Path) -> None:
                        check=False)
 
 
-def build(p: Prepared, out: Path) -> Path:
-    """``out``/guest-reference.cpio.gz: the prepared guest image plus the Python one."""
+def build(p: Prepared, out: Path, command: str = SCENARIO) -> Path:
+    """``out``/guest-reference.cpio.gz: the prepared guest image plus the Python one,
+    whose /init runs ``command``."""
     root = _project_root()
     missing = [name for name in PROJECT if not (root / name).exists()]
     if missing:
@@ -138,7 +151,7 @@ def build(p: Prepared, out: Path) -> Path:
                                           ddir=f"{SRC}/{name}"):
                 raise XenQemuError(STAGE, f"the project's {name} does not compile")
         # the interpreter, and every library it or an extension module loads
-        dynload = sorted((top / _in_image(stdlib)).rglob("*.so"))
+        dynload = sorted(f for f in top.rglob("*.so") if f.is_file())  # stdlib's, site's
         _copy_with_libs(top, [python, *dynload], {}, STAGE)
         # at the host's own path, so that it finds its standard library where it looks
         # for it; /usr/bin/python3 for the guest's /init
@@ -148,7 +161,7 @@ def build(p: Prepared, out: Path) -> Path:
         gcc_s = Path("/lib/x86_64-linux-gnu/libgcc_s.so.1")
         shutil.copy(gcc_s, top / _in_image(gcc_s))
         _strip(top)
-        _write_exec(top / "init", guest_init())
+        _write_exec(top / "init", guest_init(command))
         extra = cpio_archive(top, STAGE)
     # one gzip stream of the two archives: Xen's domain builder inflates a PV guest's
     # ramdisk itself, the first gzip member only (a second one would be dropped)

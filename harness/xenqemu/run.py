@@ -64,6 +64,8 @@ STAGES: tuple[tuple[str, str, float], ...] = (
     ("backend-stopped", r"@@SNDIF stage backend-stopped", 30),
     ("dom0-done", r"@@SNDIF stage dom0-done", 30),
 )
+#: the stages of a boot whose guest runs the harness (a certification): up to its /init
+GUEST_STAGES = [s for s in STAGES[:[n for n, _, _ in STAGES].index("guest-init") + 1]]
 FATAL = re.compile(r"@@SNDIF FAIL|Hardware Dom0 crashed|Kernel panic|"
                    r"domain_crash_sync called")
 QEMU_EXIT_TIMEOUT = 60.0
@@ -413,20 +415,34 @@ def _judge(received: bytes | None, nbytes: int, plays: int, result: RunResult) -
                             f"{len(got) - first} bytes of silence")
 
 
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
 def recorded_from_console(console: str) -> bytes | None:
     """What the guest's arecord got: the base64 block between its markers."""
+    return uuencoded_from_console(console, "rec")
+
+
+def uuencoded_from_console(console: str, name: str) -> bytes | None:
+    """A file the guest sent on its console (a PV guest has no 9p): the base64 block
+    between ``@@GUEST <name>-begin`` and ``@@GUEST <name>-end``."""
     import base64
 
     lines = [ln.rstrip("\r") for ln in console.splitlines()]
     try:
-        begin = next(i for i, ln in enumerate(lines) if ln.startswith("@@GUEST rec-begin"))
-        end = next(i for i in range(begin, len(lines)) if lines[i].startswith("@@GUEST rec-end"))
+        begin = next(i for i, ln in enumerate(lines) if ln.startswith(f"@@GUEST {name}-begin"))
+        end = next(i for i in range(begin, len(lines))
+                   if lines[i].startswith(f"@@GUEST {name}-end"))
     except StopIteration:
         return None
     # uuencode -m: "begin-base64 MODE NAME", the base64 lines, "===="
+    # only whole base64 lines: a kernel message printed in between is not part of it
     body = [ln.strip() for ln in lines[begin + 1:end]]
-    body = [ln for ln in body if ln and not ln.startswith("begin-base64") and ln != "===="]
-    return base64.b64decode("".join(body))
+    body = [ln for ln in body if _BASE64_LINE.fullmatch(ln) and ln != "===="]
+    try:
+        return base64.b64decode("".join(body))
+    except ValueError:  # binascii.Error: cut short (the guest died while sending it)
+        return None
 
 
 def _judge_capture(out: Path, nbytes: int, result: RunResult) -> None:

@@ -129,22 +129,24 @@ poweroff -f
 
 def guest_cfg(frames: int, unique_id: str, rate: int,
               capture_id: str | None = None, plays: int = 1, *,
-              ramdisk: str = "/guest/initrd.gz", memory: int = 256) -> str:
+              ramdisk: str = "/guest/initrd.gz", memory: int = 256,
+              vsnd: str | None = None) -> str:
     """xl's configuration of the PV guest: one vsnd card, one playback stream and, with
     ``capture_id``, one capture stream on the same PCM device; the guest plays ``plays``
-    times (``ramdisk``: its image as dom0 sees it)."""
+    times (``ramdisk``: its image as dom0 sees it; ``vsnd``: another card instead)."""
     capture = f", 'stream, unique-id={capture_id}, type=C'" if capture_id else ""
+    card = vsnd or (f"[[ 'card, sample-rates={rate}, sample-formats=s16_le', 'pcm, "
+                    f"name=dev1', 'stream, unique-id={unique_id}, type=P'{capture} ]]")
     return f"""name = "{GUEST_NAME}"
 type = "pv"
 kernel = "/guest/vmlinuz"
 ramdisk = "{ramdisk}"
-extra = "console=hvc0 rdinit=/init loglevel=4 sndif.frames={frames} sndif.plays={plays}\
+extra = "console=hvc0 rdinit=/init loglevel=7 sndif.frames={frames} sndif.plays={plays}\
 {' sndif.capture=1' if capture_id else ''}"
 memory = {memory}
 vcpus = 1
 on_crash = "destroy"
-vsnd = [[ 'card, sample-rates={rate}, sample-formats=s16_le', 'pcm, name=dev1', \
-'stream, unique-id={unique_id}, type=P'{capture} ]]
+vsnd = {card}
 """
 
 

@@ -14,6 +14,15 @@ from protocol_models.xenstore import XsError
 C = TypeVar("C")
 
 
+def own_domid() -> int:
+    """The id of the domain this process runs in (its XenStore home's ``domid``)."""
+    store = PyxsStore()
+    try:
+        return int(store.read("domid"))
+    finally:
+        store.close()
+
+
 class RealPlatform:
     kind = "real"
 
@@ -25,6 +34,8 @@ class RealPlatform:
         try:
             store.read(f"/local/domain/{domid}/domid")
         except XsError as exc:
+            if exc.name == "EACCES":
+                return  # there, but not ours to read (a guest asking after dom0)
             raise PlatformError(f"domain {domid} ({name}) does not exist on this Xen host: "
                                 "create it with the toolstack first") from exc
         finally:
