@@ -72,7 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Validate the backend options once, before any test runs: a bad value is a usage
     error naming the bad part, not a failure of every test."""
     from harness.world.options import world_from_options
-    from harness.world.spec import WorldSpecError
+    from harness.world.spec import WorldSpec, WorldSpecError
 
     defects = config.getoption("defect") or []
     t = float(config.getoption("case_timeout"))
@@ -80,22 +80,27 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--case-timeout must be > 0")
     real = config.getoption("platform") == "real"
     fe_domid = config.getoption("frontend_domid")
-    own = _own_domid() if real else None
-    if fe_domid is None:
-        fe_domid = own if own is not None else 1
-    if config.getoption("backend_domid") < 0 or fe_domid < 0:
+    if config.getoption("backend_domid") < 0 or (fe_domid or 0) < 0:
         raise pytest.UsageError("--backend-domid and --frontend-domid must be >= 0")
-    if real and fe_domid != own:
-        raise pytest.UsageError(f"--platform real: the frontend is this process, in domain "
-                                f"{own} (--frontend-domid {own})")
-    try:
+
+    def spec_of(fe: int, toolstack: bool = True) -> WorldSpec:
+        try:
+            return world_from_options(config.getoption, platform=config.getoption("platform"),
+                                      backend_domid=config.getoption("backend_domid"),
+                                      frontend_domid=fe, toolstack=toolstack,
+                                      request_timeout_ms=int(t * 1000))
+        except WorldSpecError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    # the options' own errors first: they need no Xen to be found
+    spec = spec_of(fe_domid if fe_domid is not None else 0 if real else 1)
+    if real:
+        own = _own_domid()
+        if fe_domid not in (None, own):
+            raise pytest.UsageError(f"--platform real: the frontend is this process, in "
+                                    f"domain {own} (--frontend-domid {own})")
         # in a guest (not dom0) the host's toolstack made the device: no rights to make it
-        spec = world_from_options(config.getoption, platform=config.getoption("platform"),
-                                  backend_domid=config.getoption("backend_domid"),
-                                  frontend_domid=fe_domid, toolstack=own in (None, 0),
-                                  request_timeout_ms=int(t * 1000))
-    except WorldSpecError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        spec = spec_of(own, toolstack=own == 0)
     if defects:
         from harness.backends.reference.defects import Defects, UnknownDefect
 

@@ -29,6 +29,7 @@ def inner(pytester: pytest.Pytester) -> pytest.Pytester:
     (["--case-timeout", "0"], "--case-timeout must be > 0"),
     (["--platform", "real", "--backend-domid", "3"], "a backend in another domain must be "
                                                       "running already"),
+    (["--platform", "real"], "--platform real: no Xen here"),  # (this host has none)
     (["--audio", "alsa-file"], "the reference backend plays to WAV files"),
     (["--unique-id", "{sink}"], "unknown field {sink}"),
     (["--backend-env", "NOEQUALS"], "expected NAME=VALUE"),
