@@ -32,6 +32,7 @@ CLI = [sys.executable, "-m", "harness"]
 RUN_TIMEOUT = 600
 BUILD_TIMEOUT = 300
 BROWSER_TIMEOUT = 120
+BROWSER_ATTEMPTS = 3
 
 
 def _certify(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -283,22 +284,34 @@ def test_chromium_shows_the_report(built: Path, tmp_path: Path) -> None:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         unavailable("no chromium for the browser test: apt-get install chromium")
+    wanted = ("F HW_PARAM_QUERY negotiation", "SND-F-01…07", "SND-F-06",
+              "test_impossible_requests_are_refused")
+    # the app renders after its data files load, which virtual time does not wait for:
+    # on a loaded machine a dump can come first (seen in CI under load). A later dump of
+    # the same report must show the tree; a report that never renders fails all three.
+    for attempt in range(BROWSER_ATTEMPTS):
+        dom, err = _dump_dom(exe, built, tmp_path / f"profile{attempt}")
+        assert "Uncaught" not in err, err[-2000:]
+        body = dom.split("<body", 1)[-1]
+        missing = [text for text in wanted if text not in body]
+        if not missing:
+            return
+    # the tree the app rendered: epic, feature, story, then the case
+    pytest.fail(f"after {BROWSER_ATTEMPTS} dumps the report lacks {missing}: {body[-1500:]}")
+
+
+def _dump_dom(exe: str, page: Path, profile: Path) -> tuple[str, str]:
     argv = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-            "--virtual-time-budget=10000", "--dump-dom", built.resolve().as_uri()]
+            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+            "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri()]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        dom, err = proc.communicate(timeout=BROWSER_TIMEOUT)
+        return proc.communicate(timeout=BROWSER_TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         pytest.fail(f"chromium did not finish within {BROWSER_TIMEOUT} s")
-    assert "Uncaught" not in err, err[-2000:]
-    # the tree the app rendered: epic, feature, story, then the case
-    for text in ("F HW_PARAM_QUERY negotiation", "SND-F-01…07", "SND-F-06",
-                 "test_impossible_requests_are_refused"):
-        assert text in dom.split("<body", 1)[-1], text
 
 
 def test_report_allure_says_how_to_get_allure(

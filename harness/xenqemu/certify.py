@@ -127,9 +127,8 @@ g out-end
     backend = [sys.executable, "-m", "harness.backends.reference", "--out",
                str(report_dir / "reference-out"), "--log-level", "INFO",
                *(x for d in args.defect or [] for x in ("--defect", d))]
-    (report_dir / "guest.cfg").write_text(scripts.guest_cfg(
-        1, "pb", 48000, ramdisk=f"/out/{image.name}", memory=guest_python.MEMORY_MB,
-        vsnd=args.vsnd or xl_vsnd(DEFAULT_VSND)))
+    (report_dir / "guest.cfg").write_text(guest_python.guest_cfg(
+        image, 1, "pb", 48000, vsnd=args.vsnd or xl_vsnd(DEFAULT_VSND)))
     (report_dir / "dom0-run.sh").write_text(scripts.dom0_run(
         backend_argv=backend, out_in_chroot=str(report_dir), guest_timeout=int(CERTIFY_BUDGET),
         backend_env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},

@@ -22,7 +22,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from harness.xenqemu import XenQemuError
+from harness.xenqemu import XenQemuError, scripts
 from harness.xenqemu.prepare import (
     Prepared,
     _copy_with_libs,
@@ -52,6 +52,8 @@ STDLIB_SKIP = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3
                "pydoc_data", "distutils", "venv", "site-packages", "dist-packages")
 #: (and config-3.11-<arch>: the static library and Makefile for building extensions)
 MEMORY_MB = 768  # the guest's: the image unpacked (~150 MB) and the interpreter
+#: its kernel's console level: 7 shows where a process died of a signal ("segfault at")
+LOGLEVEL = 7
 
 
 def python_command(argv: list[str]) -> str:
@@ -69,17 +71,10 @@ SCENARIO = python_command(["-m", "harness.xenqemu.guest_scenario", "--signal",
 def guest_init(command: str = SCENARIO) -> str:
     """The guest's /init: the Xen devices a frontend needs, then ``command`` (shell, with
     ``g`` to print a marker)."""
-    return "#!/bin/sh\n" + rf"""
-/bin/busybox --install -s
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
+    return scripts.GUEST_START + rf"""
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmp /tmp
-g() {{ echo "@@GUEST $*"; }}
-g init
 for m in xenfs xen-evtchn xen-gntalloc xen-gntdev; do
   modprobe $m || g fail modprobe $m
 done
@@ -89,6 +84,14 @@ g done
 sync
 poweroff -f
 """
+
+
+def guest_cfg(image: Path, frames: int, unique_id: str, rate: int,
+              capture_id: str | None = None, plays: int = 1, *, vsnd: str | None = None) -> str:
+    """xl's configuration of the Python guest, ``image`` in the out share (dom0's /out)."""
+    return scripts.guest_cfg(frames, unique_id, rate, capture_id, plays,
+                             ramdisk=f"/out/{image.name}", memory=MEMORY_MB,
+                             loglevel=LOGLEVEL, vsnd=vsnd)
 
 
 def _project_root() -> Path:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -200,11 +201,10 @@ def write_run_files(out: Path, backend: Backend, nbytes: int, guest_timeout: int
 
     (out / CAPTURE_WAV).write_bytes(
         wav_header(PcmFormat.S16_LE, RATE, CHANNELS, len(source)) + source)
-    image = {} if guest_image is None else {
-        "ramdisk": f"/out/{guest_image.relative_to(out)}", "memory": guest_python.MEMORY_MB}
-    (out / "guest.cfg").write_text(scripts.guest_cfg(
-        nbytes // FRAME_BYTES, backend.unique_id, RATE,
-        backend.capture_id if capture else None, plays, **image))
+    cfg = scripts.guest_cfg if guest_image is None else partial(guest_python.guest_cfg,
+                                                                guest_image)
+    (out / "guest.cfg").write_text(cfg(nbytes // FRAME_BYTES, backend.unique_id, RATE,
+                                       backend.capture_id if capture else None, plays))
     (out / "dom0-run.sh").write_text(scripts.dom0_run(
         backend_argv=backend.argv, backend_env=backend.env, out_in_chroot=str(out),
         guest_timeout=guest_timeout, ready_wait=backend.ready_wait))

@@ -76,18 +76,23 @@ sleep 30
 """
 
 
-def guest_init(*, rate: int, channels: int, buffer_us: int, period_us: int) -> str:
-    """The guest's /init: load the PV sound frontend, wait for its card, play the first
-    ``sndif.frames`` of /signal.raw with aplay (S16_LE at ``rate``, ``channels``, the buffer
-    and period times given), power off."""
-    return "#!/bin/sh\n" + r"""
+#: The start of every guest's /init: busybox, the kernel's filesystems, ``g`` to print a
+#: marker (dom0 relays them to the serial log), the first marker.
+GUEST_START = r"""#!/bin/sh
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 g() { echo "@@GUEST $*"; }
-g init
+g init"""
+
+
+def guest_init(*, rate: int, channels: int, buffer_us: int, period_us: int) -> str:
+    """The guest's /init: load the PV sound frontend, wait for its card, play the first
+    ``sndif.frames`` of /signal.raw with aplay (S16_LE at ``rate``, ``channels``, the buffer
+    and period times given), power off."""
+    return GUEST_START + r"""
 modprobe snd_xen_front || g fail modprobe
 i=0
 while ! grep -q vsnd /proc/asound/cards 2>/dev/null; do
@@ -130,10 +135,11 @@ poweroff -f
 def guest_cfg(frames: int, unique_id: str, rate: int,
               capture_id: str | None = None, plays: int = 1, *,
               ramdisk: str = "/guest/initrd.gz", memory: int = 256,
-              vsnd: str | None = None) -> str:
+              vsnd: str | None = None, loglevel: int = 4) -> str:
     """xl's configuration of the PV guest: one vsnd card, one playback stream and, with
     ``capture_id``, one capture stream on the same PCM device; the guest plays ``plays``
-    times (``ramdisk``: its image as dom0 sees it; ``vsnd``: another card instead)."""
+    times (``ramdisk``: its image as dom0 sees it; ``vsnd``: another card instead;
+    ``loglevel``: the kernel's console level, 7 to see a process's segfault)."""
     capture = f", 'stream, unique-id={capture_id}, type=C'" if capture_id else ""
     card = vsnd or (f"[[ 'card, sample-rates={rate}, sample-formats=s16_le', 'pcm, "
                     f"name=dev1', 'stream, unique-id={unique_id}, type=P'{capture} ]]")
@@ -141,7 +147,7 @@ def guest_cfg(frames: int, unique_id: str, rate: int,
 type = "pv"
 kernel = "/guest/vmlinuz"
 ramdisk = "{ramdisk}"
-extra = "console=hvc0 rdinit=/init loglevel=7 sndif.frames={frames} sndif.plays={plays}\
+extra = "console=hvc0 rdinit=/init loglevel={loglevel} sndif.frames={frames} sndif.plays={plays}\
 {' sndif.capture=1' if capture_id else ''}"
 memory = {memory}
 vcpus = 1
