@@ -53,3 +53,27 @@ def test_the_owner_of_a_lock_not_yet_written_is_0(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert owner(str(tmp_path)) is None  # the lock released: nobody runs there
+
+
+def test_a_run_dir_exists_only_while_its_daemon_does(tmp_path: Path, monkeypatch) -> None:
+    """The daemon makes its temporary directory (mode 0700) and removes it: a start that
+    fails before the daemon runs (here Popen itself; in life a SIGKILL of ours in between)
+    leaves no empty ``xen-sim-*`` behind, as mkdtemp before the start did."""
+    import subprocess
+
+    import harness.xen.sim.runner as runner
+
+    monkeypatch.setattr(runner.tempfile, "tempdir", str(tmp_path))
+    with runner.running_sim() as sim:
+        assert os.stat(sim.dir).st_mode & 0o777 == 0o700
+        assert os.path.dirname(sim.dir) == str(tmp_path)
+    assert os.listdir(tmp_path) == []
+
+    def no_start(*_a: object, **_k: object) -> None:
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(subprocess, "Popen", no_start)
+    with pytest.raises(OSError):
+        with runner.running_sim():
+            pass
+    assert os.listdir(tmp_path) == []

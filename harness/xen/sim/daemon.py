@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="don't print the ready banner")
     parser.add_argument("--remove-dir", action="store_true",
                         help="remove DIR when stopping (it was made for this daemon)")
+    parser.add_argument("--make-dir", action="store_true",
+                        help="create DIR (it must not exist; mode 0700) and remove it when "
+                             "stopping: nothing of ours is on disk before we run")
     parser.add_argument("--parent", type=int, metavar="PID",
                         help="the pid starting us: if it is gone already (killed before "
                              "we could ask for PDEATHSIG), stop at once")
@@ -243,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     _raise_fd_limit()
     try:
+        if args.make_dir:
+            try:
+                os.mkdir(args.dir, 0o700)
+            except OSError as exc:
+                raise SimUsageError(f"{args.dir}: cannot create it: "
+                                    f"{exc.strerror or exc}") from None
         daemon = Daemon(check_dir(args.dir), None if args.quiet else sys.stdout,
-                        remove_dir=args.remove_dir, parent=args.parent)
+                        remove_dir=args.remove_dir or args.make_dir, parent=args.parent)
         return daemon.run()
     except SimUsageError as exc:  # a bad or busy DIR: one line, as the CLI says it
         print(f"xen-sim: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -216,7 +217,9 @@ def running_sim(dir: str | None = None, *, timeout: float = 5.0,
     its paths and ``ready`` on our stdout."""
     made = dir is None
     if dir is None:
-        dir = tempfile.mkdtemp(prefix="xen-sim-")
+        # a fresh name only: the daemon makes the directory (--make-dir), so a kill of
+        # ours before it runs leaves nothing on disk, and after, it removes it itself
+        dir = os.path.join(tempfile.gettempdir(), f"xen-sim-{secrets.token_hex(6)}")
     else:
         dir = check_dir(dir)
         pid = owner(dir)
@@ -225,7 +228,7 @@ def running_sim(dir: str | None = None, *, timeout: float = 5.0,
         clear_stale(dir)
     argv = [sys.executable, "-m", "harness.xen.sim.daemon", "--dir", dir,
             "--parent", str(os.getpid())]
-    argv += ["--remove-dir"] if made else []
+    argv += ["--make-dir"] if made else []
     argv += [] if banner else ["--quiet"]
     proc = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=None if banner else subprocess.DEVNULL,
