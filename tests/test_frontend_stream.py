@@ -363,6 +363,23 @@ def test_in_flight_event_before_stop_response_is_fine_but_later_is_not() -> None
     assert rig.kinds() == ["event_while_stopped"]
 
 
+def test_reopen_while_running_judges_earlier_events_by_the_running_period() -> None:
+    """An OPEN sent while running: CUR_POS the backend wrote before it took the OPEN (before
+    its response) are the running period's, not the new one's (period 0, not started)."""
+    rig = Rig()
+    started(rig)
+    rig.event(4096)
+    rig.send(Op.OPEN, **{**OPEN, "period_sz": 0})
+    rig.event(8192)  # still the old run: the backend has not taken the OPEN yet
+    assert [e.violations for e in rig.ch.consume_events()] == [(), ()]
+    rig.answer()
+    rig.ch.consume_responses()
+    assert rig.core.violations == [] and rig.core.phase is Phase.OPENED
+    rig.event(0)  # after the OPEN's response: the new period, not started
+    rig.ch.consume_events()
+    assert rig.kinds() == ["event_before_start"]
+
+
 def test_event_while_paused_and_after_close() -> None:
     rig = Rig()
     started(rig)

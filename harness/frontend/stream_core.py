@@ -81,6 +81,19 @@ class Pending:
     tag: Any = None  # the driver's marker (typed call vs raw)
     timed_out: bool = False
     phase_before: Phase | None = None  # for a START/RESUME the backend refuses
+    open_req: Any = None  # an OPEN's decoded request: its period starts at the response
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """From event index ``index`` on, the stream is in ``phase``; its events are judged
+    against that period's OPEN (``tracker``, ``open_params``)."""
+
+    index: int
+    phase: Phase
+    tracker: PositionTracker | None
+    open_params: dict[str, int] | None
+    seq: int  # the request whose sending or response made it (0: none)
 
 
 @dataclass(frozen=True)
@@ -181,7 +194,7 @@ class StreamCore:
         # positions (E-03, E-05), reset like Linux's stream_clear
         self.tracker: PositionTracker | None = None
         self.open_params: dict[str, int] | None = None
-        self._marks: deque[tuple[int, Phase]] = deque([(0, Phase.NEVER_OPENED)])
+        self._marks: deque[_Mark] = deque([_Mark(0, Phase.NEVER_OPENED, None, None, 0)])
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -194,16 +207,16 @@ class StreamCore:
     @property
     def phase(self) -> Phase:
         """The current phase (the latest mark)."""
-        return self._marks[-1][1]
+        return self._marks[-1].phase
 
-    def _mark(self, index: int, phase: Phase) -> None:
-        self._marks.append((index, phase))
+    def _mark(self, index: int, phase: Phase, seq: int) -> None:
+        self._marks.append(_Mark(index, phase, self.tracker, self.open_params, seq))
 
-    def _phase_at(self, index: int) -> Phase:
+    def _mark_at(self, index: int) -> _Mark:
         marks = self._marks
-        while len(marks) > 1 and marks[1][0] <= index:  # events are consumed in order
+        while len(marks) > 1 and marks[1].index <= index:  # events are consumed in order
             marks.popleft()
-        return marks[0][1]
+        return marks[0]
 
     def reset_ids(self) -> None:
         """``stream_clear`` / ``evtchnl_pair_clear`` (SND-B-11): next request id is 0.
@@ -216,6 +229,9 @@ class StreamCore:
             self.tracker = PositionTracker(self.tracker.frame_size,
                                            self.tracker.buffer_frames,
                                            self.tracker.period_frames)
+            last = self._marks[-1]  # the current period counts from here
+            self._marks[-1] = _Mark(last.index, last.phase, self.tracker, last.open_params,
+                                    last.seq)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -236,17 +252,19 @@ class StreamCore:
         self._seq += 1
         p = Pending(self._seq, req.id, req.operation, raw, _now(t_ns), tag=tag)
         if req.operation == Op.OPEN:
-            self._on_open_sent(req, evt_mark)
+            # the new period starts when the backend has taken the OPEN (its response):
+            # events it writes before that are the running period's (an OPEN while open)
+            p.open_req = req
         elif req.operation == Op.TRIGGER:
             p.trigger = req.type
             if req.type in (Trigger.START, Trigger.RESUME):
                 p.phase_before = self.phase
-                self._mark(evt_mark, Phase.RUNNING)  # events may precede the response (E-09)
+                self._mark(evt_mark, Phase.RUNNING, p.seq)  # events may precede the response (E-09)
         self.pending.append(p)
         return p
 
-    def _on_open_sent(self, req: Any, evt_mark: int) -> None:
-        self._mark(evt_mark, Phase.OPENED)
+    def _on_open_done(self, p: Pending, evt_mark: int) -> None:
+        req = p.open_req
         self.open_params = {"pcm_rate": req.pcm_rate, "pcm_format": req.pcm_format,
                             "pcm_channels": req.pcm_channels, "buffer_sz": req.buffer_sz,
                             "period_sz": req.period_sz, "gref_directory": req.gref_directory}
@@ -255,6 +273,18 @@ class StreamCore:
         except ValueError:  # unknown/compressed format or 0 channels: count octets
             fsz = 1
         self.tracker = PositionTracker(fsz, req.buffer_sz // fsz, req.period_sz // fsz)
+        # requests sent after this OPEN and before its response (pipelined) belong to the
+        # new period: the OPENED mark goes before their marks, which judge by this OPEN
+        tail: list[_Mark] = []
+        while self._marks and self._marks[-1].seq > p.seq:
+            tail.append(self._marks.pop())
+        tail.reverse()
+        self._mark(min([evt_mark, *(m.index for m in tail[:1])]), Phase.OPENED, p.seq)
+        self._marks.extend(_Mark(m.index, m.phase, self.tracker, self.open_params, m.seq)
+                           for m in tail)
+        for q in self.pending:  # a pipelined START the backend refuses returns to OPENED
+            if q.seq > p.seq and q.phase_before is not None:
+                q.phase_before = Phase.OPENED
 
     def expire(self, pending: Pending) -> None:
         """The caller gave up waiting (SND-G-02): a later response is "late"."""
@@ -339,17 +369,19 @@ class StreamCore:
 
     def _advance_phase(self, req: Pending, status: int, evt_mark: int) -> None:
         ok = status == 0
-        if req.operation == Op.OPEN and not ok:
-            self._mark(evt_mark, Phase.CLOSED)
+        if req.operation == Op.OPEN and ok and req.open_req is not None:
+            self._on_open_done(req, evt_mark)
+        elif req.operation == Op.OPEN and not ok:
+            self._mark(evt_mark, Phase.CLOSED, req.seq)
         elif req.operation == Op.CLOSE:
-            self._mark(evt_mark, Phase.CLOSED)  # Linux frees the buffer whatever the status
+            self._mark(evt_mark, Phase.CLOSED, req.seq)  # Linux frees it whatever the status
         elif req.operation == Op.TRIGGER and req.trigger is not None:
             if not ok and req.phase_before is not None:
-                self._mark(evt_mark, req.phase_before)
+                self._mark(evt_mark, req.phase_before, req.seq)
             elif ok and req.trigger == Trigger.STOP:
-                self._mark(evt_mark, Phase.STOPPED)
+                self._mark(evt_mark, Phase.STOPPED, req.seq)
             elif ok and req.trigger == Trigger.PAUSE:
-                self._mark(evt_mark, Phase.PAUSED)
+                self._mark(evt_mark, Phase.PAUSED, req.seq)
 
     def on_response_overflow(self, rsp_prod: int, rsp_cons: int, limit: int,
                              t_ns: int | None = None) -> Violation:
@@ -389,9 +421,10 @@ class StreamCore:
         if rec.type != Evt.CUR_POS:  # SND-E-08: ignored, though the id counted
             return EventInfo(index, rec.id, rec.type, raw, t, expected, skips,
                              violations=tuple(found))
-        self._check_window(index, raw, t, found)
+        mark = self._mark_at(index)
+        self._check_window(mark, raw, t, found)
         elapsed, hw_ptr = False, None
-        tr = self.tracker
+        tr = mark.tracker
         if tr is not None:
             if tr.last_position is not None and rec.position < tr.last_position:
                 found.append(self.record(V.POSITION_BACKWARDS,
@@ -408,10 +441,10 @@ class StreamCore:
         return EventInfo(index, rec.id, rec.type, raw, t, expected, skips, rec.position,
                          elapsed, hw_ptr, tuple(found))
 
-    def _check_window(self, index: int, raw: bytes, t: int, found: list[Violation]) -> None:
-        phase = self._phase_at(index)
+    def _check_window(self, mark: _Mark, raw: bytes, t: int, found: list[Violation]) -> None:
+        phase = mark.phase
         if phase is Phase.RUNNING:
-            if self.open_params is not None and self.open_params["period_sz"] == 0:
+            if mark.open_params is not None and mark.open_params["period_sz"] == 0:
                 found.append(self.record(V.EVENT_WITHOUT_PERIOD,
                                          "CUR_POS although OPEN.period_sz was 0",
                                          "no CUR_POS", "CUR_POS", raw, t))
