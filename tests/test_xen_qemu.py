@@ -3,9 +3,9 @@ runs in dom0; in the guest, the real Linux ``xen-snd-front`` plays a known signa
 (and records with arecord), or the harness's own reference frontend plays the same scenario;
 what the backend wrote out must equal what was played byte for byte (and what the guest
 recorded, the backend's capture source). Then the suites on real Xen (certify, the harness
-in dom0) and the Linux frontend judged (certify-frontend).
+in dom0), the Linux frontend judged (certify-frontend), and fuzz and shell in dom0.
 
-Costs five boots (about 1.5-2.5 minutes each on 2 cores; the certification's adds its own
+Costs seven boots (about 1-2.5 minutes each on 2 cores; the certification's adds its own
 ~3 minutes) plus, the first time, the preparation (about 15 s with the packages at hand)
 and the snd_be build (about 20 s). Outside CI it is skipped only when the host lacks QEMU,
 busybox-static, cpio or alsa-utils; under CI=true it always runs (tests/requires.py)."""
@@ -216,3 +216,47 @@ def test_certify_frontend_judges_linux_from_the_reference_backend_in_dom0(
     passed = [cid for cid in FE_CLAUSES if verdicts[cid]["verdict"] == "PASS"]
     assert len(passed) >= 15, passed
     print({cid: verdicts[cid]["verdict"] for cid in FE_CLAUSES})
+
+
+def test_fuzz_and_shell_on_real_xen(
+        prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``fuzz`` and ``shell`` with ``--platform xen-qemu``: the command run in dom0 with
+    ``--platform real`` (the backend started there, dom0's own frontend). The fuzzer finds
+    a catalogued defect of the reference backend on real Xen, with a reproducer that names
+    the real platform; the shell's code sends requests, plays and reads XenStore there,
+    and says fault injection is the simulation's."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "fuzz"
+    proc = subprocess.run([sys.executable, "-m", "harness", "fuzz", "--platform", "xen-qemu",
+                           "--defect", "positive-status", "--stop-at-first", "--budget", "60s",
+                           "--shrink-seconds", "5", "--db", "none", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200)
+    log = proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert proc.returncode == 1, log  # a finding
+    findings = json.loads((out / "findings.json").read_text())
+    assert any("SND-G-01" in f["clauses"] for f in findings["findings"]), findings
+    assert json.loads((out / "results.json").read_text())["run"]["platform"] == "real"
+    (repro,) = out.glob("test_repro_*.py")
+    assert "'--platform', 'real'" in repro.read_text()
+    assert "is positive" in proc.stdout and "fuzz-done" in proc.stdout, log
+
+    out = tmp_path / "shell"
+    code = ("r = sr(0, HwParamReq(formats=['S16_LE'], rates_min=8000, rates_max=48000, "
+            "channels_min=1, channels_max=2, buffer_min=64, buffer_max=16384, "
+            "period_min=64, period_max=16384))\nprint(r.summary())\n"
+            "rep = play(0, 0.3)\nprint('PLAYED', rep.ok, len(rep.positions) > 0)\n"
+            "print('STATE', xs.read(xs.be + '/state'))\n"
+            "try:\n    fault('evtchn.notify', 'EINVAL')\n"
+            "except RuntimeError as exc:\n    print('NOFAULT', exc)\n")
+    proc = subprocess.run([sys.executable, "-m", "harness", "shell", "--platform", "xen-qemu",
+                           "--out", str(out), "-c", code],
+                          capture_output=True, text=True, timeout=900)
+    log = proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    assert "HW_PARAM_QUERY status=OK" in proc.stdout, log
+    assert "PLAYED True True" in proc.stdout and "STATE 4" in proc.stdout, log
+    assert "NOFAULT this platform has no fault injection" in proc.stdout, log
+    assert (out / "trace.jsonl").stat().st_size > 0

@@ -1,7 +1,8 @@
 """The real-Xen tier's commands fail in one line on stderr, naming the stage, with the
 status their documentation gives: 3 when the host lacks a tool (every command); for a
 stage that failed, 1 from ``xen-qemu prepare/run`` (their 1 is "a stage failed") and 3
-from ``certify`` and ``certify-frontend`` (whose 1 is a verdict). No boot needed."""
+from ``certify``, ``certify-frontend``, ``fuzz`` and ``shell`` (whose 1 is a verdict, a
+finding or the code's). No boot needed."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ COMMANDS = {
     "run": (["xen-qemu", "run", "--backend", "reference"], 1),
     "certify": (["certify", "--platform", "xen-qemu"], 3),
     "certify-frontend": (["certify-frontend", "--frontend", "linux"], 3),
+    "fuzz": (["fuzz", "--platform", "xen-qemu"], 3),
+    "shell": (["shell", "--platform", "xen-qemu", "-c", "print(card)"], 3),
 }
 
 
 def _argv(name: str, tmp: Path) -> list[str]:
     argv, _ = COMMANDS[name]
-    out = "--out" if argv[0] == "xen-qemu" and argv[1] == "run" else \
+    out = "--out" if argv[0] in ("fuzz", "shell") or argv[:2] == ["xen-qemu", "run"] else \
         "--report-dir" if argv[0].startswith("certify") else None
     return [*argv, *([out, str(tmp / "out")] if out else [])]
 

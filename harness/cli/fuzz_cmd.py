@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli import positive_float
-from harness.cli.world_opts import add_world_options, world_from_args
+from harness.cli.world_opts import (
+    add_platform_option,
+    add_world_options,
+    platform_more,
+    world_from_args,
+)
 from harness.world.options import option_args
 
 
@@ -28,6 +33,11 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
     return value
 
+
+#: a request unanswered this long is probed; under QEMU's emulation, Python in dom0 is
+#: ~20x slower than on the host
+REQUEST_TIMEOUT = 1.0
+REQUEST_TIMEOUT_QEMU = 10.0
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -102,6 +112,11 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 def _fuzz_run(args: argparse.Namespace) -> int:
+    if args.catalogue and args.platform != "sim":
+        from harness.cli import UsageError
+
+        raise UsageError("--catalogue: the defect catalogue is fuzzed on the simulated Xen "
+                         "(--platform sim)")
     if args.catalogue:
         args.workers = args.workers or 2
         return _catalogue(args)
@@ -113,7 +128,9 @@ def _fuzz_run(args: argparse.Namespace) -> int:
     from harness.fuzz.machine import GROUPS
     from harness.fuzz.parallel import DatabaseError, Snapshot, open_database, run_campaign
 
-    spec = world_from_args(args)
+    # the options' own errors first: they need no Xen to be found
+    spec = world_from_args(args, **({"platform": "real", "frontend_domid": 0}
+                                    if args.platform != "sim" else {}))
     try:
         for name in args.defect or []:
             lookup(name)  # a typo is a usage error now, not a backend that fails to start
@@ -134,10 +151,14 @@ def _fuzz_run(args: argparse.Namespace) -> int:
     except DatabaseError as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out or f"reports/fuzz-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.platform == "xen-qemu":
+        return _fuzz_in_dom0(args, out.absolute())
+    more = platform_more(args.platform, "fuzz")
     budget = Budget(examples=args.examples, seconds=args.budget,
                     shrink_seconds=args.shrink_seconds, steps=args.steps, seed=args.seed,
                     stop_at_first=args.stop_at_first)
-    dcfg = DriverConfig(stream=args.stream, request_timeout=args.request_timeout)
+    dcfg = DriverConfig(stream=args.stream,
+                        request_timeout=args.request_timeout or REQUEST_TIMEOUT)
     tty = sys.stdout.isatty()
     last = [0.0]
 
@@ -157,6 +178,8 @@ def _fuzz_run(args: argparse.Namespace) -> int:
               end="" if tty else "\n", flush=True)
 
     world_args = option_args(lambda name: getattr(args, name))
+    if more["platform"] == "real":
+        world_args += ["--platform", "real", "--frontend-domid", "0"]
     if args.compare_feedback:
         return _compare(world_args, out, budget, dcfg, groups)
     try:
@@ -190,6 +213,31 @@ def _fuzz_run(args: argparse.Namespace) -> int:
         print(f"    reproducer: {out / ('test_repro_' + name.replace('-', '_') + '.py')}")
     print(f"summary: {result.summary}; results: {result.results}")
     return 1
+
+
+def _fuzz_in_dom0(args: argparse.Namespace, out: Path) -> int:
+    """The same campaign in dom0 of real Xen under QEMU; its output is printed here."""
+    from harness.cli import UsageError
+    from harness.xenqemu.dom0_harness import (
+        START_TIMEOUT_QEMU,
+        check_out_dir,
+        harness_argv,
+        run_in_dom0,
+    )
+
+    bad = check_out_dir(out, "--out")
+    if bad:
+        raise UsageError(bad)
+    # Python under TCG is ~20x slower: an answer takes longer than on the host
+    timeout = args.request_timeout or REQUEST_TIMEOUT_QEMU
+    argv = harness_argv(args.parser, args, [], platform="real", out=str(out),
+                        request_timeout=timeout,
+                        start_timeout=args.start_timeout or START_TIMEOUT_QEMU)
+    # the campaign's budget, its shrinking and the backends' starts and stops, slowed
+    budget = 600.0 + 20 * (args.budget + args.shrink_seconds)
+    rc, text = run_in_dom0("fuzz", argv, out, cwd=Path.cwd(), budget=budget)
+    sys.stdout.write(text)
+    return rc
 
 
 def _compare(world: list[str], out: Path, budget: Any, dcfg: Any,
@@ -250,6 +298,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                     "operation echoed, statuses are 0 or -XEN_Exx, valid requests succeed, "
                     "the backend lives and answers, and maps nothing outside the buffer. "
                     "Exit 0 no finding, 1 findings, 2 usage error, 3 harness failure.")
+    add_platform_option(p, "findings and reproducers")
     add_world_options(p)
     p.add_argument("--mode", choices=("machine", "requests"), default="machine",
                    help="machine: the state machine, one backend case per example "
@@ -296,9 +345,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     p.add_argument("--stream", default="0/0", metavar="PCM/STREAM",
                    help="the stream to fuzz (default 0/0)")
-    p.add_argument("--request-timeout", type=positive_float, default=1.0, metavar="S",
-                   help="a request unanswered this long is probed (default 1)")
+    p.add_argument("--request-timeout", type=positive_float, default=None, metavar="S",
+                   help=f"a request unanswered this long is probed (default "
+                        f"{REQUEST_TIMEOUT:g}; {REQUEST_TIMEOUT_QEMU:g} on xen-qemu)")
     p.add_argument("--out", metavar="DIR",
                    help="findings, reproducers and the backend's log (default "
                         "reports/fuzz-<time>)")
-    p.set_defaults(handler=_fuzz)
+    p.set_defaults(handler=_fuzz, parser=p)

@@ -8,7 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cli.world_opts import add_world_options, world_from_args
+from harness.cli.world_opts import (
+    add_platform_option,
+    add_world_options,
+    platform_more,
+    world_from_args,
+)
 
 
 def _shell(args: argparse.Namespace) -> int:
@@ -17,7 +22,12 @@ def _shell(args: argparse.Namespace) -> int:
     from harness.world.world import BackendStartError
     from harness.xen.api import PlatformError
 
-    spec = world_from_args(args)  # bad options: a usage error before anything starts
+    # bad options: a usage error before anything starts (and before Xen is looked for)
+    spec = world_from_args(args, **({"platform": "real", "frontend_domid": 0}
+                                    if args.platform != "sim" else {}))
+    if args.platform == "xen-qemu" and args.code is None and args.script is None:
+        raise UsageError("--platform xen-qemu: the shell runs in dom0 without a terminal; "
+                         "give it -c CODE or a SCRIPT")
     argv = list(args.args)
     if args.code is not None and args.script is not None:
         argv.insert(0, args.script)  # as python -c CODE ARGS: the rest is sys.argv[1:]
@@ -33,6 +43,9 @@ def _shell(args: argparse.Namespace) -> int:
         filename = str(path)
     out = Path(args.out) if args.out else Path("reports") / time.strftime(
         "shell-%Y%m%d-%H%M%S")
+    if args.platform == "xen-qemu":
+        return _shell_in_dom0(args, out.absolute(), source, filename, argv)
+    spec = world_from_args(args, **platform_more(args.platform, "shell"))
     try:
         return run_shell(spec, out, source=source, filename=filename, plain=args.plain,
                          argv=[filename if args.script else "-c", *argv])
@@ -42,6 +55,33 @@ def _shell(args: argparse.Namespace) -> int:
         if rest.strip():
             print(rest, file=sys.stderr)
         return 1
+
+
+def _shell_in_dom0(args: argparse.Namespace, out: Path, source: str | None,
+                   filename: str, argv: list[str]) -> int:
+    """The same shell in dom0 of real Xen under QEMU; its output is printed here."""
+    from harness.cli import UsageError
+    from harness.xenqemu.dom0_harness import (
+        START_TIMEOUT_QEMU,
+        check_out_dir,
+        harness_argv,
+        run_in_dom0,
+    )
+
+    bad = check_out_dir(out, "--out")
+    if bad:
+        raise UsageError(bad)
+    out.mkdir(parents=True, exist_ok=True)
+    script = out / "shell-code.py"  # the code or the script, where dom0 sees it
+    script.write_text(source or "")
+    positionals = [str(script), *argv] if args.script or args.code is None \
+        else ["-c", source or "", *argv]
+    command = harness_argv(args.parser, args, [], platform="real", out=str(out),
+                           code=None, script=None,
+                           start_timeout=args.start_timeout or START_TIMEOUT_QEMU)
+    rc, text = run_in_dom0("shell", [*command, *positionals], out, cwd=Path.cwd())
+    sys.stdout.write(text)
+    return rc
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -63,5 +103,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="trace and backend log here (default: reports/shell-<time>)")
     p.add_argument("--plain", action="store_true",
                    help="the standard library's console even if IPython is installed")
+    add_platform_option(p, "the output")
     add_world_options(p)
-    p.set_defaults(handler=_shell)
+    p.set_defaults(handler=_shell, parser=p)

@@ -22,3 +22,35 @@ def world_from_args(args: argparse.Namespace, **more: object) -> WorldSpec:
         return world_from_options(lambda name: getattr(args, name), **more)
     except WorldSpecError as exc:
         raise UsageError(str(exc)) from None
+
+
+#: where a command's world runs: the simulated Xen, the Xen host this runs on, or real Xen
+#: 4.17 booted under QEMU for the run (the command run in its dom0)
+PLATFORMS = ("sim", "real", "xen-qemu")
+
+
+def add_platform_option(p: argparse.ArgumentParser, brought_back: str) -> None:
+    p.add_argument("--platform", choices=PLATFORMS, default="sim",
+                   help="sim: the simulated Xen (default); real: the Xen host this runs "
+                        "on, in dom0 (the backend is started in dom0, the frontend is dom0 "
+                        "too); xen-qemu: real Xen 4.17 booted under QEMU for the run (see "
+                        f"sndif-harness xen-qemu), {brought_back} brought back")
+
+
+def platform_more(platform: str, command: str) -> dict[str, object]:
+    """The :class:`WorldSpec` fields of a world built in this process on ``platform``
+    (``sim`` or ``real``): on a real Xen host the harness is dom0, the frontend's domain
+    and the toolstack. Elsewhere, or without Xen, a usage error."""
+    from harness.cli import UsageError
+
+    if platform != "real":
+        return {"platform": "sim"}
+    from harness.xen.real.platform import own_domid
+
+    try:
+        own = own_domid()
+    except Exception as exc:  # no xenstored socket, no xenbus device, no answer
+        raise UsageError(f"--platform real: no Xen here ({exc})") from None
+    if own != 0:
+        raise UsageError(f"--platform real: {command} runs in dom0 (this is domain {own})")
+    return {"platform": "real", "frontend_domid": 0}

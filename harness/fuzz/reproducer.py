@@ -32,8 +32,14 @@ def world_from_cli(world: Sequence[str]) -> WorldSpec:
     :func:`harness.world.options.option_args` gives them)."""
     parser = argparse.ArgumentParser(prog="replay", add_help=False)
     add_world_options(parser.add_argument)
+    # on a real Xen host (fuzz --platform real): the harness in dom0 is the frontend
+    parser.add_argument("--platform", choices=("sim", "real"), default="sim")
+    parser.add_argument("--frontend-domid", type=int, default=None)
     ns = parser.parse_args(list(world))
-    return world_from_options(lambda name: getattr(ns, name))
+    more: dict[str, object] = {"platform": ns.platform}
+    if ns.frontend_domid is not None:
+        more["frontend_domid"] = ns.frontend_domid
+    return world_from_options(lambda name: getattr(ns, name), **more)
 
 
 def replay(world: Sequence[str], steps: Sequence[Step | Mapping[str, Any]], *, stream: str = "0/0",

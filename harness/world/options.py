@@ -5,10 +5,24 @@ into a :class:`~harness.world.spec.WorldSpec`, whichever parser holds them."""
 
 from __future__ import annotations
 
+import argparse
+import math
 from collections.abc import Callable
 from typing import Any
 
 from harness.world.spec import AUDIO_MODES, WorldSpec, world_spec
+
+
+def _seconds(text: str) -> float:
+    """A timeout in seconds: 1 .. 3600 (argparse and pytest name the bad value)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and 1 <= value <= 3600):
+        raise argparse.ArgumentTypeError(f"{text} s is out of range (1 .. 3600 s)")
+    return value
+
 
 #: (flag, add_argument/addoption keywords); ``dest`` is the flag's name with ``_``.
 WORLD_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -33,6 +47,10 @@ WORLD_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--unique-id", {"default": None, "metavar": "TEMPLATE",
                      "help": "every stream's unique-id; {device} is the audio host's sink "
                              "(playback) or source (capture), e.g. 'pulse<{device}>'"}),
+    ("--start-timeout", {"default": None, "metavar": "S", "type": _seconds,
+                         "help": "how long the backend has to reach InitWait, and the "
+                                 "device then to connect (default 10 s each, libxl's; more "
+                                 "where everything is slow, as under emulation)"}),
 )
 
 
@@ -50,6 +68,9 @@ def add_world_options(add: Callable[..., Any]) -> None:
 def world_from_options(get: Callable[[str], Any], **more: Any) -> WorldSpec:
     """The :class:`WorldSpec` of the options ``get(dest)`` returns (raises
     :class:`~harness.world.spec.WorldSpecError` naming a bad value)."""
+    start = get("start_timeout")
+    if start is not None:
+        more = {"init_timeout": start, "connect_timeout": start, **more}
     return world_spec(backend=get("backend"), defects=get("defect") or [],
                       vsnd=get("vsnd"), config=get("vsnd_config"), audio=get("audio"),
                       backend_env=get("backend_env") or [], unique_id=get("unique_id"),

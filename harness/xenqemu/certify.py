@@ -17,67 +17,34 @@ from pathlib import Path
 from typing import Any
 
 from harness.xenqemu import ENV_EXIT, XenQemuError, said, scripts
-
-#: after the boot stages of every run, the certification's own; its budget is generous
-#: (Python under TCG runs ~20x slower than on the host) and bounded
-CERTIFY_BUDGET = 1800.0
-
-
-def _stages() -> list[tuple[str, str, float]]:
-    from harness.xenqemu.run import STAGES
-
-    boot = [s for s in STAGES if s[0] in ("xen", "dom0-linux", "dom0-init", "toolstack", "9p")]
-    return [*boot, ("certify-start", r"@@SNDIF stage certify-start", 60),
-            ("certify-done", r"@@SNDIF stage certify-done", CERTIFY_BUDGET),
-            ("dom0-done", r"@@SNDIF stage dom0-done", 30)]
+from harness.xenqemu.dom0_harness import COMMAND_BUDGET, check_out_dir, run_in_dom0
 
 
 def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) -> int:
     """Boot, certify in dom0, bring the report back; our exit status (0/1/2/3)."""
     from harness.cli.certify_cmd import pytest_args
-    from harness.xenqemu.prepare import prepare
-    from harness.xenqemu.run import RunResult, boot
 
     if args.n:
         print("sndif-harness certify: -n is not supported with --platform xen-qemu (one "
               "dom0)", file=sys.stderr)
         return 2
-    report_dir.mkdir(parents=True, exist_ok=True)
-    if "," in str(report_dir):  # QEMU's -fsdev syntax cannot quote a comma
-        print(f"sndif-harness certify: --report-dir {report_dir}: QEMU cannot share a path "
-              "with a comma", file=sys.stderr)
+    bad = check_out_dir(report_dir, "sndif-harness certify: --report-dir")
+    if bad:
+        print(bad, file=sys.stderr)
         return 2
+    report_dir.mkdir(parents=True, exist_ok=True)
     if args.frontend_domid not in (None, 0):
         return _certify_in_guest(args, report_dir)
     inner = copy.copy(args)
     inner.platform, inner.frontend_domid, inner.baseline = "real", 0, None
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
             *pytest_args(inner, report_dir, suites)]
-    root = suites.parent
-    (report_dir / "dom0-run.sh").write_text(scripts.dom0_certify(
-        argv=argv, cwd=str(root), out_in_chroot=str(report_dir),
-        env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "CI": "",
-             "COLUMNS": "120"}))
-    try:
-        prepared = prepare(say=_say)
-    except XenQemuError as exc:
-        return said("sndif-harness", exc)
-    result = RunResult(out=report_dir)
-    boot(prepared, report_dir, 0.0, result, _say, stages=_stages())
-    log = report_dir / scripts.CERTIFY_LOG
-    text = log.read_text(errors="replace") if log.exists() else ""
+    rc, text = run_in_dom0("certify", argv, report_dir, cwd=suites.parent)
     if text:
         # the inner run's summary (its table and verdict), as a simulated run prints it
         lines = text.splitlines()
         start = next((i for i, ln in enumerate(lines) if "sndif certification" in ln), None)
         print("\n".join(lines[start:] if start is not None else lines[-30:]))
-    if result.failed_stage is not None:
-        print(f"sndif-harness certify: real Xen under QEMU: stage {result.failed_stage}: "
-              f"{result.failure}; serial log {report_dir / 'serial.log'}", file=sys.stderr)
-        return ENV_EXIT
-    serial = (report_dir / "serial.log").read_text(errors="replace")
-    m = re.search(r"@@SNDIF stage certify-done rc=(\d+)", serial)
-    rc = int(m.group(1)) if m else ENV_EXIT
     return 2 if rc == 4 else rc if rc in (0, 1, 3) else ENV_EXIT
 
 
@@ -130,12 +97,12 @@ g out-end
     (report_dir / "guest.cfg").write_text(guest_python.guest_cfg(
         image, 1, "pb", 48000, vsnd=args.vsnd or xl_vsnd(DEFAULT_VSND)))
     (report_dir / "dom0-run.sh").write_text(scripts.dom0_run(
-        backend_argv=backend, out_in_chroot=str(report_dir), guest_timeout=int(CERTIFY_BUDGET),
+        backend_argv=backend, out_in_chroot=str(report_dir), guest_timeout=int(COMMAND_BUDGET),
         backend_env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
         ready_wait=20))
     result = RunResult(out=report_dir)
     boot(prepared, report_dir, 0.0, result, _say, stages=[
-        *GUEST_STAGES, ("certify-done", r"@@SNDIF guest certify-done", CERTIFY_BUDGET),
+        *GUEST_STAGES, ("certify-done", r"@@SNDIF guest certify-done", COMMAND_BUDGET),
         ("guest-gone", r"@@SNDIF stage guest-gone", 120),
         ("backend-stopped", r"@@SNDIF stage backend-stopped", 30),
         ("dom0-done", r"@@SNDIF stage dom0-done", 30)])

@@ -266,31 +266,34 @@ sync
 """
 
 
-def dom0_certify(*, argv: list[str], cwd: str, out_in_chroot: str, env: dict[str, str]) -> str:
-    """The run's script in dom0 for a certification on real Xen: the harness itself runs in
-    the chroot of the host's root (read-only; dom0's own /tmp and /run bound over it, the
-    out share at its host path) as domain 0, playing the frontend of a device whose backend
-    it starts in dom0 too (both ends in one domain: the grants, event channels and
-    XenStore are Xen's own)."""
+def dom0_command(*, name: str, argv: list[str], cwd: str, out_in_chroot: str,
+                 env: dict[str, str]) -> str:
+    """The run's script in dom0 for a harness command on real Xen (``name``: certify,
+    fuzz, shell): the harness itself runs in the chroot of the host's root (read-only;
+    dom0's own /tmp and /run bound over it, the out share at its host path) as domain 0,
+    playing the frontend of a device whose backend it starts in dom0 too (both ends in one
+    domain: the grants, event channels and XenStore are Xen's own). Its output goes to
+    ``<name>.log`` in the out share; the stages are ``<name>-start`` and ``<name>-done``."""
     env_s = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
     cmd = shlex.quote(f"cd {shlex.quote(cwd)} && exec "
                       + " ".join(shlex.quote(a) for a in argv))
     out = shlex.quote(out_in_chroot)
+    log = f"{name}.log"
     return _COMMON + f"""
 export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
 for d in proc sys dev run; do
-  mount -o bind /$d /host/$d || fail certify-start "bind /$d"
+  mount -o bind /$d /host/$d || fail {name}-start "bind /$d"
 done
 # the host's /tmp stays visible (the checkout or the report may live there): temporary
 # files go to dom0's memory instead (TMPDIR)
 mkdir -p /run/tmp
-mount -o bind /out /host{out} || fail certify-start "bind out"
-mark stage certify-start
+mount -o bind /out /host{out} || fail {name}-start "bind out"
+mark stage {name}-start
 chroot /host /usr/bin/env -i PATH=/usr/bin:/bin HOME=/run/tmp TMPDIR=/run/tmp {env_s} \
   /bin/sh -c {cmd} \\
-  >/run/{CERTIFY_LOG} 2>&1 </dev/null
+  >/run/{log} 2>&1 </dev/null
 rc=$?
-cp /run/{CERTIFY_LOG} /out/{CERTIFY_LOG}
-mark stage certify-done rc=$rc
+cp /run/{log} /out/{log}
+mark stage {name}-done rc=$rc
 sync
 """
