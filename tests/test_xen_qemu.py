@@ -5,7 +5,7 @@ what the backend wrote out must equal what was played byte for byte (and what th
 recorded, the backend's capture source). Then the suites on real Xen (certify, the harness
 in dom0), the Linux frontend judged (certify-frontend), and fuzz and shell in dom0.
 
-Costs seven boots (about 1-2.5 minutes each on 2 cores; the certification's adds its own
+Costs nine boots (about 1-2.5 minutes each on 2 cores; the certification's adds its own
 ~3 minutes) plus, the first time, the preparation (about 15 s with the packages at hand)
 and the snd_be build (about 20 s). Outside CI it is skipped only when the host lacks QEMU,
 busybox-static, cpio or alsa-utils; under CI=true it always runs (tests/requires.py)."""
@@ -260,3 +260,44 @@ def test_fuzz_and_shell_on_real_xen(
     assert "PLAYED True True" in proc.stdout and "STATE 4" in proc.stdout, log
     assert "NOFAULT this platform has no fault injection" in proc.stdout, log
     assert (out / "trace.jsonl").stat().st_size > 0
+
+
+def test_snd_be_in_dom0_through_shell_and_fuzz(
+        prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """snd_be (its ALSA-only build, on ALSA's file plugin: no sound device in dom0) started
+    in dom0 by the harness there: the shell plays through it on real Xen, and a fuzz
+    campaign against it ends with its findings and their reproducers."""
+    import json
+    import subprocess
+    import sys
+
+    from harness.peers.snd_be import SndBeFlags, build_snd_be
+
+    snd_be = build_snd_be(flags=SndBeFlags(pulse=False)).binary
+    world = ["--backend", f"exec:{snd_be} -v *:Debug", "--audio", "alsa-file",
+             "--unique-id", "alsa<default>"]
+    out = tmp_path / "shell"
+    code = ("rep = play(0, 0.3)\nprint('PLAYED', rep.ok, len(rep.positions) > 0)\n"
+            "print('STATE', xs.read(xs.be + '/state'))\n")
+    proc = subprocess.run([sys.executable, "-m", "harness", "shell", "--platform", "xen-qemu",
+                           *world, "--out", str(out), "-c", code],
+                          capture_output=True, text=True, timeout=900)
+    log = proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    assert "PLAYED True True" in proc.stdout and "STATE 4" in proc.stdout, log
+    played = (out / "alsa" / "played.raw").read_bytes()
+    assert len(played) >= 57600 and played.count(0) < len(played), len(played)
+
+    out = tmp_path / "fuzz"
+    proc = subprocess.run([sys.executable, "-m", "harness", "fuzz", "--platform", "xen-qemu",
+                           *world, "--stop-at-first", "--budget", "60s", "--shrink-seconds",
+                           "5", "--db", "none", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200)
+    log = proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert proc.returncode in (0, 1), log  # a verdict, not a harness failure
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["run"]["platform"] == "real", doc["run"]
+    findings = json.loads((out / "findings.json").read_text())["findings"]
+    assert (proc.returncode == 1) == bool(findings), log
+    assert len(list(out.glob("test_repro_*.py"))) == len(findings)
+    print([f["what"] for f in findings])

@@ -15,8 +15,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-#: The prefix of the skip reason that marks a case N/A.
-NA_PREFIX = "N/A: "
+from harness.runner.verdicts import NA_PREFIX
+
 #: The ``user_properties`` key under which observations are stored.
 OBSERVED = "sndif-observed"
 

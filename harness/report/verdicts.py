@@ -55,9 +55,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.certify.outcomes import NA_PREFIX
 from harness.report.registry import ADVISORY_LEVELS, BINDING_LEVELS, Citation
-from harness.runner.verdicts import Outcome
+from harness.runner.verdicts import NA_PREFIX, Outcome
 
 
 class Verdict(enum.Enum):

@@ -7,6 +7,11 @@ import signal
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: The prefix of the skip reason that marks a case N/A (harness.certify.outcomes makes it;
+#: the report reads it: kept here, free of pytest, so that a backend importing the
+#: verdicts does not load pytest).
+NA_PREFIX = "N/A: "
+
 
 class Outcome(enum.Enum):
     PASS = "PASS"

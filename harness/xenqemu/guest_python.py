@@ -35,7 +35,8 @@ STAGE = "guest-image"
 #: where the guest finds the project and its site-packages
 SRC, SITE = "/sndif/src", "/sndif/site"
 #: the project's parts the guest imports (the suites too: a certification runs there)
-PROJECT = ("harness", "protocol_models", "suites", "conftest.py", "pyproject.toml")
+PACKAGES = ("harness", "protocol_models", "suites")
+PROJECT = (*PACKAGES, "conftest.py", "pyproject.toml")
 #: the site-packages the harness imports (what a certification run loads, less what
 #: only the host's tools use: plotting, type checking, the Allure server)
 SITE_PACKAGES = ("_pytest", "pytest", "py.py", "pluggy", "iniconfig", "packaging", "attr",
@@ -94,7 +95,7 @@ def guest_cfg(image: Path, frames: int, unique_id: str, rate: int,
                              loglevel=LOGLEVEL, vsnd=vsnd)
 
 
-def _project_root() -> Path:
+def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
@@ -128,7 +129,7 @@ def _strip(top: Path) -> None:
 def build(p: Prepared, out: Path, command: str = SCENARIO) -> Path:
     """``out``/guest-reference.cpio.gz: the prepared guest image plus the Python one,
     whose /init runs ``command``."""
-    root = _project_root()
+    root = project_root()
     missing = [name for name in PROJECT if not (root / name).exists()]
     if missing:
         raise XenQemuError(STAGE, f"the project at {root} lacks {', '.join(missing)}")
@@ -149,7 +150,7 @@ def build(p: Prepared, out: Path, command: str = SCENARIO) -> Path:
         for name in PROJECT:
             _copy(root / name, top / SRC.lstrip("/") / name)
         src = top / SRC.lstrip("/")
-        for name in ("harness", "protocol_models", "suites"):
+        for name in PACKAGES:
             if not compileall.compile_dir(src / name, quiet=2, workers=0,
                                           ddir=f"{SRC}/{name}"):
                 raise XenQemuError(STAGE, f"the project's {name} does not compile")

@@ -290,10 +290,31 @@ def _stages(capture: bool) -> list[tuple[str, str, float]]:
     return stages
 
 
+def compile_for_dom0() -> None:
+    """The project's bytecode, next to its sources as Python keeps it, compiled here
+    first: the root dom0 sees is read-only, and the checkout may hold none
+    (PYTHONDONTWRITEBYTECODE, a fresh clone); compiling every module under emulation would
+    cost each process started there many seconds, longer than a backend has to reach
+    InitWait. (The standard library's and site-packages' bytecode was written when they
+    were installed.)"""
+    import compileall
+
+    root = guest_python.project_root()
+    saved = sys.pycache_prefix
+    sys.pycache_prefix = None  # where dom0's Python looks: beside the sources
+    try:
+        for name in guest_python.PACKAGES:
+            if (root / name).is_dir():  # a read-only checkout: nothing written, no error
+                compileall.compile_dir(root / name, quiet=2, workers=0)
+    finally:
+        sys.pycache_prefix = saved
+
+
 def boot(p: Prepared, out: Path, seconds: float, result: RunResult,
           say: Callable[[str], None],
           stages: list[tuple[str, str, float]] | None = None) -> None:
     """One boot, followed stage by stage (``stages``: the guest's play by default)."""
+    compile_for_dom0()
     argv = qemu_argv(p, out)
     if stages is None:
         stages = _stages(result.capture)
