@@ -217,27 +217,12 @@ def _fuzz_run(args: argparse.Namespace) -> int:
 
 def _fuzz_in_dom0(args: argparse.Namespace, out: Path) -> int:
     """The same campaign in dom0 of real Xen under QEMU; its output is printed here."""
-    from harness.cli import UsageError
-    from harness.xenqemu.dom0_harness import (
-        START_TIMEOUT_QEMU,
-        check_out_dir,
-        harness_argv,
-        run_in_dom0,
-    )
+    from harness.xenqemu.dom0_harness import rerun_in_dom0
 
-    bad = check_out_dir(out, "--out")
-    if bad:
-        raise UsageError(bad)
-    # Python under TCG is ~20x slower: an answer takes longer than on the host
-    timeout = args.request_timeout or REQUEST_TIMEOUT_QEMU
-    argv = harness_argv(args.parser, args, [], platform="real", out=str(out),
-                        request_timeout=timeout,
-                        start_timeout=args.start_timeout or START_TIMEOUT_QEMU)
-    # the campaign's budget, its shrinking and the backends' starts and stops, slowed
-    budget = 600.0 + 20 * (args.budget + args.shrink_seconds)
-    rc, text = run_in_dom0("fuzz", argv, out, cwd=Path.cwd(), budget=budget)
-    sys.stdout.write(text)
-    return rc
+    # Python under TCG is ~20x slower: an answer takes longer than on the host; the
+    # budget covers the campaign, its shrinking and the backends' starts and stops, slowed
+    return rerun_in_dom0(args, out, [], budget=600.0 + 20 * (args.budget + args.shrink_seconds),
+                         request_timeout=args.request_timeout or REQUEST_TIMEOUT_QEMU)
 
 
 def _compare(world: list[str], out: Path, budget: Any, dcfg: Any,

@@ -44,7 +44,7 @@ def _shell(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / time.strftime(
         "shell-%Y%m%d-%H%M%S")
     if args.platform == "xen-qemu":
-        return _shell_in_dom0(args, out.absolute(), source, filename, argv)
+        return _shell_in_dom0(args, out.absolute(), source, argv)
     spec = world_from_args(args, **platform_more(args.platform, "shell"))
     try:
         return run_shell(spec, out, source=source, filename=filename, plain=args.plain,
@@ -58,30 +58,17 @@ def _shell(args: argparse.Namespace) -> int:
 
 
 def _shell_in_dom0(args: argparse.Namespace, out: Path, source: str | None,
-                   filename: str, argv: list[str]) -> int:
+                   argv: list[str]) -> int:
     """The same shell in dom0 of real Xen under QEMU; its output is printed here."""
-    from harness.cli import UsageError
-    from harness.xenqemu.dom0_harness import (
-        START_TIMEOUT_QEMU,
-        check_out_dir,
-        harness_argv,
-        run_in_dom0,
-    )
+    from harness.xenqemu.dom0_harness import check_out_dir, rerun_in_dom0
 
-    bad = check_out_dir(out, "--out")
-    if bad:
-        raise UsageError(bad)
-    out.mkdir(parents=True, exist_ok=True)
-    script = out / "shell-code.py"  # the code or the script, where dom0 sees it
-    script.write_text(source or "")
-    positionals = [str(script), *argv] if args.script or args.code is None \
+    if check_out_dir(out, "--out") is None:  # (else rerun_in_dom0 says why)
+        out.mkdir(parents=True, exist_ok=True)
+        # the code or the script, where dom0 sees it
+        (out / "shell-code.py").write_text(source or "")
+    positionals = [str(out / "shell-code.py"), *argv] if args.code is None \
         else ["-c", source or "", *argv]
-    command = harness_argv(args.parser, args, [], platform="real", out=str(out),
-                           code=None, script=None,
-                           start_timeout=args.start_timeout or START_TIMEOUT_QEMU)
-    rc, text = run_in_dom0("shell", [*command, *positionals], out, cwd=Path.cwd())
-    sys.stdout.write(text)
-    return rc
+    return rerun_in_dom0(args, out, positionals, code=None, script=None)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],

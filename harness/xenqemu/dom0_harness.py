@@ -75,6 +75,26 @@ def run_in_dom0(name: str, argv: list[str], out: Path, *, cwd: Path,
     return (int(m.group(1)) if m else ENV_EXIT), text
 
 
+def rerun_in_dom0(args: argparse.Namespace, out: Path, positionals: list[str], *,
+                  budget: float = COMMAND_BUDGET, **override: object) -> int:
+    """This process's command (``args.parser``, parsed into ``args``) again, in dom0 of
+    real Xen under QEMU with ``--platform real``, ``--out`` ``out`` (shared) and the
+    ``override`` values, then ``positionals``; what it printed is printed here. Returns
+    its exit status (3: a stage failed, named on stderr)."""
+    from harness.cli import UsageError
+
+    bad = check_out_dir(out, "--out")
+    if bad:
+        raise UsageError(bad)
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.parser.prog.split()[-1]
+    argv = harness_argv(args.parser, args, positionals, platform="real", out=str(out),
+                        start_timeout=args.start_timeout or START_TIMEOUT_QEMU, **override)
+    rc, text = run_in_dom0(name, argv, out, cwd=Path.cwd(), budget=budget)
+    sys.stdout.write(text)
+    return rc
+
+
 def harness_argv(parser: argparse.ArgumentParser, args: argparse.Namespace,
                  positionals: list[str], /, **override: object) -> list[str]:
     """The command line of the harness's command ``parser`` with the options ``args``
