@@ -19,6 +19,7 @@ from typing import Any
 from harness.xenqemu import ENV_EXIT, XenQemuError, said, scripts
 from harness.xenqemu.dom0_harness import (
     COMMAND_BUDGET,
+    REQUEST_TIMEOUT_QEMU,
     START_TIMEOUT_QEMU,
     check_out_dir,
     run_in_dom0,
@@ -45,6 +46,8 @@ def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) ->
     # under emulation the backend's start (Python's imports) takes about libxl's 10 s
     # alone: A-09's limit is for native speed, judged on the sim or a real host
     inner.start_timeout = args.start_timeout or START_TIMEOUT_QEMU
+    # and an answer can take longer than Linux's 3 s there (a loaded host stretches it)
+    inner.case_timeout = args.case_timeout or REQUEST_TIMEOUT_QEMU
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
             *pytest_args(inner, report_dir, suites)]
     rc, text = run_in_dom0("certify", argv, report_dir, cwd=suites.parent)

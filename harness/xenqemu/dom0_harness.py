@@ -23,6 +23,8 @@ COMMAND_BUDGET = 1800.0
 #: the backend's start and the device's connection in dom0 under emulation: Python's
 #: imports alone take longer than libxl's 10 s there
 START_TIMEOUT_QEMU = 120.0
+#: a request unanswered this long is a hang there (Linux's 3 s is for native speed)
+REQUEST_TIMEOUT_QEMU = 10.0
 
 #: the environment of the command in dom0
 DOM0_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "CI": "",
