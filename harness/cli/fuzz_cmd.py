@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.cli import positive_float
 from harness.cli.world_opts import (
+    REAL_DOM0,
     add_platform_option,
     add_world_options,
     platform_more,
@@ -128,8 +129,7 @@ def _fuzz_run(args: argparse.Namespace) -> int:
     from harness.fuzz.parallel import DatabaseError, Snapshot, open_database, run_campaign
 
     # the options' own errors first: they need no Xen to be found
-    spec = world_from_args(args, **({"platform": "real", "frontend_domid": 0}
-                                    if args.platform != "sim" else {}))
+    spec = world_from_args(args, **(REAL_DOM0 if args.platform != "sim" else {}))
     try:
         for name in args.defect or []:
             lookup(name)  # a typo is a usage error now, not a backend that fails to start

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from harness.cli.world_opts import (
+    REAL_DOM0,
     add_platform_option,
     add_world_options,
     platform_more,
@@ -23,8 +24,7 @@ def _shell(args: argparse.Namespace) -> int:
     from harness.xen.api import PlatformError
 
     # bad options: a usage error before anything starts (and before Xen is looked for)
-    spec = world_from_args(args, **({"platform": "real", "frontend_domid": 0}
-                                    if args.platform != "sim" else {}))
+    world_from_args(args, **(REAL_DOM0 if args.platform != "sim" else {}))
     if args.platform == "xen-qemu" and args.code is None and args.script is None:
         raise UsageError("--platform xen-qemu: the shell runs in dom0 without a terminal; "
                          "give it -c CODE or a SCRIPT")

@@ -37,6 +37,10 @@ def add_platform_option(p: argparse.ArgumentParser, brought_back: str) -> None:
                         f"sndif-harness xen-qemu), {brought_back} brought back")
 
 
+#: the :class:`WorldSpec` fields of a world whose harness is dom0 of a real Xen host
+REAL_DOM0: dict[str, object] = {"platform": "real", "frontend_domid": 0}
+
+
 def platform_more(platform: str, command: str) -> dict[str, object]:
     """The :class:`WorldSpec` fields of a world built in this process on ``platform``
     (``sim`` or ``real``): on a real Xen host the harness is dom0, the frontend's domain
@@ -53,4 +57,4 @@ def platform_more(platform: str, command: str) -> dict[str, object]:
         raise UsageError(f"--platform real: no Xen here ({exc})") from None
     if own != 0:
         raise UsageError(f"--platform real: {command} runs in dom0 (this is domain {own})")
-    return {"platform": "real", "frontend_domid": 0}
+    return dict(REAL_DOM0)
