@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from harness.cli import positive_float
-from harness.cli.world_opts import add_world_options, world_from_args
+from harness.cli.world_opts import PLATFORMS, add_world_options, world_from_args
 from harness.world.options import option_args
 
 # pytest's exit codes → ours: a usage error is 2; anything the plugin did not decide
@@ -138,7 +138,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                    help="run the cases in N processes (needs pytest-xdist)")
     p.add_argument("--case-timeout", type=positive_float, metavar="S",
                    help="request timeout after which the backend is called hung")
-    p.add_argument("--platform", choices=("sim", "real", "xen-qemu"), default="sim",
+    p.add_argument("--platform", choices=PLATFORMS, default="sim",
                    help="sim: the simulated Xen (default); real: the Xen host this runs on, "
                         "in dom0 (the backend is started in dom0, the frontend is dom0 "
                         "too unless --frontend-domid names a guest); xen-qemu: real Xen "

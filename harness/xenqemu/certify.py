@@ -41,13 +41,7 @@ def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) ->
     report_dir.mkdir(parents=True, exist_ok=True)
     if args.frontend_domid not in (None, 0):
         return _certify_in_guest(args, report_dir)
-    inner = copy.copy(args)
-    inner.platform, inner.frontend_domid, inner.baseline = "real", 0, None
-    # under emulation the backend's start (Python's imports) takes about libxl's 10 s
-    # alone: A-09's limit is for native speed, judged on the sim or a real host
-    inner.start_timeout = args.start_timeout or START_TIMEOUT_QEMU
-    # and an answer can take longer than Linux's 3 s there (a loaded host stretches it)
-    inner.case_timeout = args.case_timeout or REQUEST_TIMEOUT_QEMU
+    inner = _inner_args(args, frontend_domid=0)
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
             *pytest_args(inner, report_dir, suites)]
     rc, text = run_in_dom0("certify", argv, report_dir, cwd=suites.parent)
@@ -57,6 +51,18 @@ def certify_on_qemu(args: argparse.Namespace, report_dir: Path, suites: Path) ->
         start = next((i for i, ln in enumerate(lines) if "sndif certification" in ln), None)
         print("\n".join(lines[start:] if start is not None else lines[-30:]))
     return 2 if rc == 4 else rc if rc in (0, 1, 3) else ENV_EXIT
+
+
+def _inner_args(args: argparse.Namespace, frontend_domid: int | None) -> argparse.Namespace:
+    """The options of the run inside (dom0's or the guest's): a real host, no gate."""
+    inner = copy.copy(args)
+    inner.platform, inner.frontend_domid, inner.baseline = "real", frontend_domid, None
+    # under emulation the backend's start (Python's imports) takes about libxl's 10 s
+    # alone: A-09's limit is for native speed, judged on the sim or a real host
+    inner.start_timeout = args.start_timeout or START_TIMEOUT_QEMU
+    # and an answer can take longer than Linux's 3 s there (a loaded host stretches it)
+    inner.case_timeout = args.case_timeout or REQUEST_TIMEOUT_QEMU
+    return inner
 
 
 #: the report's files the guest sends back on its console (its traces stay there)
@@ -81,10 +87,8 @@ def _certify_in_guest(args: argparse.Namespace, report_dir: Path) -> int:
             or args.unique_id or args.backend_env:
         return _usage("with the frontend in a guest, the backend in dom0 is the reference "
                       "backend (--defect allowed), the card from --vsnd or the default")
-    inner = copy.copy(args)
-    inner.platform, inner.frontend_domid, inner.baseline = "real", None, None
+    inner = _inner_args(args, frontend_domid=None)
     inner.backend, inner.defect = "attach", []
-    inner.start_timeout = args.start_timeout or START_TIMEOUT_QEMU
     guest_args = pytest_args(inner, Path(GUEST_REPORT_DIR), Path(guest_python.SRC) / "suites")
     files = " ".join(GUEST_REPORT)
     # (no hypothesis plugin: the suites do not use it, and it would load its native module
