@@ -229,15 +229,25 @@ def test_capture_data_available_up_to_position(backend_case):
 # --- event ids (E-04, AMBIG-1) --------------------------------------------------------------
 
 def _ids_of_two_opens(stream: FrontendStream, p: OpenParams) -> tuple[list[int], list[int]]:
+    """The CUR_POS ids of two OPENs of the stream in turn (each started, 3 events, stopped),
+    split where the second OPEN began. Every event counts, also one that came after the
+    3 were seen (sent before the STOP's answer: a slow host, e.g. real Xen emulated)."""
     watch = StreamWatch(stream)
-    runs = []
+    marks = []
     for _ in range(2):
+        marks.append(watch.mark())
         with opened(stream, p):
             _start(stream)
-            evs = _run_events(stream, p, Pump(stream, p), watch, 3)
+            _run_events(stream, p, Pump(stream, p), watch, 3)
             stream.trigger("STOP")
-        runs.append([e.id for e in evs])
-    return runs[0], runs[1]
+    ids = [e.id for e in watch.positions(marks[0])]
+    n = len(ids) - len(watch.positions(marks[1]))
+    return ids[:n], ids[n:]
+
+
+def _id_breaks(ids: list[int]) -> list[tuple[int, int]]:
+    """Where a u16 id sequence is not gap-free."""
+    return [(a, b) for a, b in itertools.pairwise(ids) if b != (a + 1) & 0xFFFF]
 
 
 @pytest.mark.clause("SND-E-04")
@@ -251,7 +261,7 @@ def test_event_ids_contiguous_within_open(backend_case, kind):
         evs = _run_events(stream, p, Pump(stream, p), watch, 10)
         stream.trigger("STOP")
     ids = [e.id for e in watch.events()]
-    gaps = [(a, b) for a, b in itertools.pairwise(ids) if b != (a + 1) & 0xFFFF]
+    gaps = _id_breaks(ids)
     assert not gaps, (f"event ids {ids}: gaps at {gaps} (SND-E-04: Linux drops every event "
                       f"after a gap until reconnection); {len(evs)} CUR_POS")
 
@@ -264,8 +274,8 @@ def test_event_ids_across_reopen_observed(backend_case, kind, observe):
     first, second = _ids_of_two_opens(stream, p)
     observe("event ids of two consecutive OPENs of one stream",
             {"first_open": first, "second_open": second,
-             "continues": second[0] == (first[-1] + 1) & 0xFFFF,
-             "restarts_at_0": second[0] == 0})
+             "continues": not _id_breaks(first + second),
+             "restarts_at_0": any(b == 0 for _, b in _id_breaks(first + second))})
 
 
 @pytest.mark.clause("SND-E-04")
@@ -276,9 +286,10 @@ def test_event_ids_continue_across_reopen(backend_case, kind):
     CUR_POS (spec-conformant per AMBIG-1, but a Linux guest's audio stalls)."""
     stream, p = _stream(backend_case, kind)
     first, second = _ids_of_two_opens(stream, p)
-    assert second[0] == (first[-1] + 1) & 0xFFFF, (
-        f"ids {first} then, after CLOSE + OPEN, {second}: expected {first[-1] + 1} next "
-        "(SND-E-04, Linux)")
+    # the whole sequence: a reset hidden behind a late event of the first OPEN still shows
+    breaks = _id_breaks(first + second)
+    assert not breaks, (f"ids {first} then, after CLOSE + OPEN, {second}: breaks at {breaks} "
+                        "(SND-E-04, Linux)")
 
 
 @pytest.mark.clause("SND-E-09", "AMBIG-3", "AMBIG-13")
