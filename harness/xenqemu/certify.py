@@ -139,9 +139,27 @@ g out-end
         print("sndif-harness certify: the guest sent no report back; its console: "
               f"{console}", file=sys.stderr)
         return ENV_EXIT
+    _as_run_from_here(report_dir / "results.json", args, report_dir)
     m = re.search(r"^@@GUEST certify-done rc=(\d+)", text, re.M)
     rc = int(m.group(1)) if m else ENV_EXIT
     return 2 if rc == 4 else rc if rc in (0, 1, 3) else ENV_EXIT
+
+
+def _as_run_from_here(results: Path, args: argparse.Namespace, report_dir: Path) -> None:
+    """The guest's results.json as this run's: the backend it judged is the reference
+    backend this run started in dom0 (the guest only attached to it), and the command line
+    and report directory are this host's, so that compare, gate and the reports name the
+    backend as a simulated run of it does."""
+    from harness.report.results import read_results, write_atomic
+
+    doc = read_results(results)
+    doc["backend"] = {**(doc.get("backend") or {}), "spec": "reference", "kind": "reference",
+                      "defects": list(args.defect or []),
+                      "out_dir": str(report_dir / "reference-out"),
+                      "where": "dom0, started before the guest's run, which attached to it"}
+    doc["run"]["command_line"] = list(sys.argv)
+    doc["run"]["report_dir"] = str(report_dir)
+    write_atomic(results, doc)
 
 
 def _unpack_report(console: str, report_dir: Path) -> bool:
