@@ -268,7 +268,6 @@ def test_fuzz_on_real_xen_finds_a_catalogued_defect(
     assert "is positive" in proc.stdout and "fuzz-done" in proc.stdout, log
 
 
-
 def test_snd_be_in_dom0_through_shell_and_fuzz(
         prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """snd_be (its ALSA-only build, on ALSA's file plugin: no sound device in dom0) started
