@@ -79,7 +79,7 @@ def _certify_in_guest(args: argparse.Namespace, report_dir: Path) -> int:
     from harness.world.spec import DEFAULT_VSND, xl_vsnd
     from harness.xenqemu import guest_python
     from harness.xenqemu.prepare import prepare
-    from harness.xenqemu.run import GUEST_STAGES, RunResult, boot
+    from harness.xenqemu.run import GUEST_STAGES, REFERENCE_OUT, RunResult, boot
 
     if args.frontend_domid != 1:
         return _usage("--frontend-domid: the guest xl creates is domain 1")
@@ -108,7 +108,7 @@ g out-end
     except XenQemuError as exc:
         return said("sndif-harness", exc)
     backend = [sys.executable, "-m", "harness.backends.reference", "--out",
-               str(report_dir / "reference-out"), "--log-level", "INFO",
+               str(report_dir / REFERENCE_OUT), "--log-level", "INFO",
                *(x for d in args.defect or [] for x in ("--defect", d))]
     (report_dir / "guest.cfg").write_text(guest_python.guest_cfg(
         image, 1, "pb", 48000, vsnd=args.vsnd or xl_vsnd(DEFAULT_VSND)))
@@ -139,23 +139,25 @@ g out-end
         print("sndif-harness certify: the guest sent no report back; its console: "
               f"{console}", file=sys.stderr)
         return ENV_EXIT
-    _as_run_from_here(report_dir / "results.json", args, report_dir)
+    _as_run_from_here(report_dir, args)
     m = re.search(r"^@@GUEST certify-done rc=(\d+)", text, re.M)
     rc = int(m.group(1)) if m else ENV_EXIT
     return 2 if rc == 4 else rc if rc in (0, 1, 3) else ENV_EXIT
 
 
-def _as_run_from_here(results: Path, args: argparse.Namespace, report_dir: Path) -> None:
+def _as_run_from_here(report_dir: Path, args: argparse.Namespace) -> None:
     """The guest's results.json as this run's: the backend it judged is the reference
     backend this run started in dom0 (the guest only attached to it), and the command line
     and report directory are this host's, so that compare, gate and the reports name the
     backend as a simulated run of it does."""
     from harness.report.results import read_results, write_atomic
+    from harness.xenqemu.run import REFERENCE_OUT
 
+    results = report_dir / "results.json"
     doc = read_results(results)
     doc["backend"] = {**(doc.get("backend") or {}), "spec": "reference", "kind": "reference",
                       "defects": list(args.defect or []),
-                      "out_dir": str(report_dir / "reference-out"),
+                      "out_dir": str(report_dir / REFERENCE_OUT),
                       "where": "dom0, started before the guest's run, which attached to it"}
     doc["run"]["command_line"] = list(sys.argv)
     doc["run"]["report_dir"] = str(report_dir)
