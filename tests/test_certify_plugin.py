@@ -363,8 +363,8 @@ def test_certify_passes_options_through() -> None:
     args = parser.parse_args(["certify", "--backend", "exec:./be", "--strict", "-k", "open",
                               "--audio", "pulse", "--case-timeout", "2"])
     argv = certify_cmd.pytest_args(args, Path("r"), Path("suites"))
-    assert argv[:6] == ["suites", "-p", "harness.certify.plugin", "--report-dir", "r",
-                        f"--junitxml={Path('r') / 'junit.xml'}"]
+    assert argv[:8] == ["suites", "-p", "harness.certify.plugin", "-p", "no:hypothesispytest",
+                        "--report-dir", "r", f"--junitxml={Path('r') / 'junit.xml'}"]
     text = " ".join(argv)
     assert "--backend exec:./be" in text and "--certify-strict" in text
     assert "-k open" in text and "--audio pulse" in text and "--case-timeout 2.0" in text

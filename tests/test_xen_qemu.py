@@ -4,11 +4,11 @@ runs in dom0; in the guest, the real Linux ``xen-snd-front`` plays a known signa
 what the backend wrote out must equal what was played byte for byte (and what the guest
 recorded, the backend's capture source). Then the suites on real Xen (certify: by the
 harness in the guest, and in dom0 what needs dom0, with the simulated Xen's verdicts), the
-Linux frontend judged (certify-frontend, with its audio and its requests' parity), fuzz in
-dom0, and snd_be through shell and fuzz.
+Linux frontend judged (certify-frontend, with its audio and its requests' parity), and in
+one boot (``xen-qemu batch``) dom0's certification, fuzz, and snd_be through shell and fuzz.
 
-Costs eight boots (about 1-2 minutes each on 2 cores; the certification in the guest adds
-its own ~2.5 minutes) plus, the first time, the preparation (about 15 s with the packages
+Costs five boots (about 1-2 minutes each on 2 cores; the certification in the guest adds
+its own ~4 minutes, the batch's four commands ~5) plus, the first time, the preparation (about 15 s with the packages
 at hand) and the snd_be build (about 20 s). Outside CI it is skipped only when the host
 lacks QEMU, busybox-static, cpio or alsa-utils; under CI=true it always runs
 (tests/requires.py)."""
@@ -126,21 +126,31 @@ GUEST_CASES = "not test_g_platform and not test_g_resources"
 
 
 def _certify_as_on_the_sim(tmp_path: Path, where: list[str], k: str) -> dict:
-    """certify --platform xen-qemu (``where``: dom0 or the guest), then the same cases on
-    the simulated Xen: the same verdicts but where a case needs what only the simulation
-    has (grant accounting, fault injection), and report compare shows every difference."""
+    """certify --platform xen-qemu (``where``: dom0 or the guest), then
+    :func:`_as_on_the_sim`."""
+    import subprocess
+    import sys
+
+    real = tmp_path / "real"
+    proc = subprocess.run([sys.executable, "-m", "harness", "certify", "--platform",
+                           "xen-qemu", *where, "-k", k, "--report-dir", str(real)],
+                          capture_output=True, text=True, timeout=1500)
+    log = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    return _as_on_the_sim(tmp_path, real, k)
+
+
+def _as_on_the_sim(tmp_path: Path, real: Path, k: str) -> dict:
+    """The real run's results (report dir ``real``), complete and with the verdicts of the
+    same cases on the simulated Xen but where a case needs what only the simulation has
+    (grant accounting, fault injection); report compare shows every difference."""
     import json
     import subprocess
     import sys
 
     from harness.xenqemu.certify import sim_differences
 
-    real, sim = tmp_path / "real", tmp_path / "sim"
-    proc = subprocess.run([sys.executable, "-m", "harness", "certify", "--platform",
-                           "xen-qemu", *where, "-k", k, "--report-dir", str(real)],
-                          capture_output=True, text=True, timeout=1500)
-    log = proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert proc.returncode == 0, log
+    sim = tmp_path / "sim"
     doc = json.loads((real / "results.json").read_text())
     assert doc["run"]["complete"] is True and doc["run"]["platform"] == "real", doc["run"]
     proc = subprocess.run([sys.executable, "-m", "harness", "certify", "-k", k,
@@ -175,18 +185,6 @@ def test_the_reference_frontend_in_a_guest_certifies_as_on_the_simulated_xen(
     assert set("ABCDEFGH") <= judged, judged
     toolstack = [c for c in doc["cases"] if "removal_and_recreation" in c["nodeid"]]
     assert [c["verdict"] for c in toolstack] == ["N/A"], toolstack  # dom0's right
-
-
-def test_certify_in_dom0_gives_the_simulations_verdicts(
-        prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The cases the guest cannot run, by the harness in dom0 with dom0's own frontend and
-    the backend started there: the backend's process restarted and watched, and the
-    toolstack's removal and re-creation of the device. With the guest's run, every case
-    of the suites on real Xen."""
-    doc = _certify_as_on_the_sim(tmp_path, [], DOM0_CASES)
-    verdicts = {c["nodeid"].split("::")[-1]: c["verdict"] for c in doc["cases"]}
-    assert verdicts["test_removal_and_recreation_beside_hostile_entries"] == "PASS", verdicts
-    assert verdicts["test_backend_restart_under_a_connected_frontend"] == "PASS", verdicts
 
 
 def test_certify_frontend_judges_linux_playing_and_capturing_bit_exact(
@@ -244,76 +242,82 @@ def test_certify_frontend_judges_linux_playing_and_capturing_bit_exact(
         print(f"note: Linux's requests differ from {parity.DATA.name}; re-record it")
 
 
-def test_fuzz_on_real_xen_finds_a_catalogued_defect(
+SHELL_CODE = (
+    "r = sr(0, HwParamReq(formats=['S16_LE'], rates_min=8000, rates_max=48000, "
+    "channels_min=1, channels_max=2, buffer_min=64, buffer_max=16384, "
+    "period_min=64, period_max=16384))\nprint(r.summary())\n"
+    "rep = play(0, 0.3)\nprint('PLAYED', rep.ok, len(rep.positions) > 0)\n"
+    "print('STATE', xs.read(xs.be + '/state'))\n"
+    "try:\n    fault('evtchn.notify', 'EINVAL')\n"
+    "except RuntimeError as exc:\n    print('NOFAULT', exc)\n")
+
+
+def test_dom0_commands_in_one_boot_certify_fuzz_and_drive_snd_be(
         prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """``fuzz --platform xen-qemu``: the campaign run in dom0 with ``--platform real`` (the
-    backend started there, dom0's own frontend) finds a catalogued defect of the reference
-    backend on real Xen, with a reproducer that names the real platform."""
+    """``xen-qemu batch``: four harness commands in dom0 of one boot, each run there with
+    ``--platform real`` as ``--platform xen-qemu`` runs it alone (the backend started in
+    dom0, dom0's own frontend):
+
+    - certify: the cases the guest cannot run (the backend's process restarted and
+      watched, the toolstack's removal and re-creation of the device), with the simulated
+      Xen's verdicts; with the guest's run, every case of the suites on real Xen;
+    - fuzz: finds a catalogued defect of the reference backend, with a reproducer that
+      names the real platform;
+    - shell, against snd_be (its ALSA-only build, on ALSA's file plugin: no sound device
+      in dom0): the code sends a request, plays through it, reads XenStore, and is told
+      fault injection is the simulation's;
+    - fuzz against snd_be: ends with its findings and their reproducers."""
     import json
-    import subprocess
-    import sys
-
-    out = tmp_path / "fuzz"
-    proc = subprocess.run([sys.executable, "-m", "harness", "fuzz", "--platform", "xen-qemu",
-                           "--defect", "positive-status", "--stop-at-first", "--budget", "60s",
-                           "--shrink-seconds", "5", "--db", "none", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1200)
-    log = proc.stdout[-5000:] + proc.stderr[-3000:]
-    assert proc.returncode == 1, log  # a finding
-    findings = json.loads((out / "findings.json").read_text())
-    assert any("SND-G-01" in f["clauses"] for f in findings["findings"]), findings
-    assert json.loads((out / "results.json").read_text())["run"]["platform"] == "real"
-    (repro,) = out.glob("test_repro_*.py")
-    assert "'--platform', 'real'" in repro.read_text()
-    assert "is positive" in proc.stdout and "fuzz-done" in proc.stdout, log
-
-
-def test_snd_be_in_dom0_through_shell_and_fuzz(
-        prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """snd_be (its ALSA-only build, on ALSA's file plugin: no sound device in dom0) started
-    in dom0 by the harness there (``--platform xen-qemu``: the command run in dom0 with
-    ``--platform real``): the shell's code sends a request, plays through it and reads
-    XenStore on real Xen, and says fault injection is the simulation's; a fuzz campaign
-    against it ends with its findings and their reproducers."""
-    import json
+    import shlex
     import subprocess
     import sys
 
     from harness.peers.snd_be import SndBeFlags, build_snd_be
 
     snd_be = build_snd_be(flags=SndBeFlags(pulse=False)).binary
-    world = ["--backend", f"exec:{snd_be} -v *:Debug", "--audio", "alsa-file",
-             "--unique-id", "alsa<default>"]
-    out = tmp_path / "shell"
-    code = ("r = sr(0, HwParamReq(formats=['S16_LE'], rates_min=8000, rates_max=48000, "
-            "channels_min=1, channels_max=2, buffer_min=64, buffer_max=16384, "
-            "period_min=64, period_max=16384))\nprint(r.summary())\n"
-            "rep = play(0, 0.3)\nprint('PLAYED', rep.ok, len(rep.positions) > 0)\n"
-            "print('STATE', xs.read(xs.be + '/state'))\n"
-            "try:\n    fault('evtchn.notify', 'EINVAL')\n"
-            "except RuntimeError as exc:\n    print('NOFAULT', exc)\n")
-    proc = subprocess.run([sys.executable, "-m", "harness", "shell", "--platform", "xen-qemu",
-                           *world, "--out", str(out), "-c", code],
-                          capture_output=True, text=True, timeout=900)
-    log = proc.stdout[-5000:] + proc.stderr[-3000:]
-    assert proc.returncode == 0, log
-    assert "HW_PARAM_QUERY status=" in proc.stdout, log  # snd_be's answer, whichever
-    assert "PLAYED True True" in proc.stdout and "STATE 4" in proc.stdout, log
-    assert "NOFAULT this platform has no fault injection" in proc.stdout, log
-    assert (out / "trace.jsonl").stat().st_size > 0
-    played = (out / "alsa" / "played.raw").read_bytes()
+    world = shlex.join(["--backend", f"exec:{snd_be} -v *:Debug", "--audio", "alsa-file",
+                        "--unique-id", "alsa<default>"])
+    d = {n: tmp_path / n for n in ("certify", "fuzz", "shell", "fuzz-snd_be")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "xen-qemu", "batch", "--out", str(tmp_path / "boot"),
+         f"certify -k {shlex.quote(DOM0_CASES)} --report-dir {d['certify']}",
+         f"fuzz --defect positive-status --stop-at-first --budget 60s --shrink-seconds 5 "
+         f"--db none --out {d['fuzz']}",
+         f"shell {world} --out {d['shell']} -c {shlex.quote(SHELL_CODE)}",
+         f"fuzz {world} --stop-at-first --budget 30s --shrink-seconds 5 --db none "
+         f"--out {d['fuzz-snd_be']}"],
+        capture_output=True, text=True, timeout=2400)
+    log = proc.stdout[-8000:] + proc.stderr[-3000:]
+    parts = proc.stdout.split("\n== sndif-harness ")
+    assert [p.split(" ", 1)[0] for p in parts[1:]] == ["certify", "fuzz", "shell", "fuzz"], log
+    exits = [p.rsplit("== exit ", 1)[-1].split()[0] for p in parts[1:]]
+    assert proc.returncode == 1 and exits[:3] == ["0", "1", "0"], log
+    assert exits[3] in ("0", "1"), log  # snd_be's campaign: a verdict, not a failure
+    assert proc.stdout.count("qemu-exit") == 1, log  # one boot
+
+    doc = _as_on_the_sim(tmp_path, d["certify"], DOM0_CASES)
+    verdicts = {c["nodeid"].split("::")[-1]: c["verdict"] for c in doc["cases"]}
+    assert verdicts["test_removal_and_recreation_beside_hostile_entries"] == "PASS", verdicts
+    assert verdicts["test_backend_restart_under_a_connected_frontend"] == "PASS", verdicts
+
+    findings = json.loads((d["fuzz"] / "findings.json").read_text())
+    assert any("SND-G-01" in f["clauses"] for f in findings["findings"]), findings
+    assert json.loads((d["fuzz"] / "results.json").read_text())["run"]["platform"] == "real"
+    (repro,) = d["fuzz"].glob("test_repro_*.py")
+    assert "'--platform', 'real'" in repro.read_text()
+    assert "is positive" in parts[2], log
+
+    shell = parts[3]
+    assert "HW_PARAM_QUERY status=" in shell, log  # snd_be's answer, whichever
+    assert "PLAYED True True" in shell and "STATE 4" in shell, log
+    assert "NOFAULT this platform has no fault injection" in shell, log
+    assert (d["shell"] / "trace.jsonl").stat().st_size > 0
+    played = (d["shell"] / "alsa" / "played.raw").read_bytes()
     assert len(played) >= 57600 and played.count(0) < len(played), len(played)
 
-    out = tmp_path / "fuzz"
-    proc = subprocess.run([sys.executable, "-m", "harness", "fuzz", "--platform", "xen-qemu",
-                           *world, "--stop-at-first", "--budget", "30s", "--shrink-seconds",
-                           "5", "--db", "none", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1200)
-    log = proc.stdout[-5000:] + proc.stderr[-3000:]
-    assert proc.returncode in (0, 1), log  # a verdict, not a harness failure
-    doc = json.loads((out / "results.json").read_text())
+    doc = json.loads((d["fuzz-snd_be"] / "results.json").read_text())
     assert doc["run"]["platform"] == "real", doc["run"]
-    findings = json.loads((out / "findings.json").read_text())["findings"]
-    assert (proc.returncode == 1) == bool(findings), log
-    assert len(list(out.glob("test_repro_*.py"))) == len(findings)
-    print([f["what"] for f in findings])
+    found = json.loads((d["fuzz-snd_be"] / "findings.json").read_text())["findings"]
+    assert (exits[3] == "1") == bool(found), log
+    assert len(list(d["fuzz-snd_be"].glob("test_repro_*.py"))) == len(found)
+    print([f["what"] for f in found])

@@ -119,6 +119,16 @@ def _sequence(args: argparse.Namespace, out: Path) -> bool:
     return not differences
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from harness.xenqemu.batch import run_batch
+
+    out = Path(args.out) if args.out else Path("reports") / time.strftime(
+        "xen-qemu-batch-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out}: not a directory")
+    return run_batch(args.commands, out, _say)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
              benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
@@ -169,3 +179,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                         "(default: reports/xen-qemu-<time>)")
     r.add_argument("--cache", type=Path, default=None, help=cache_help)
     r.set_defaults(handler=_run)
+
+    b = sub.add_parser(
+        "batch", help="several certify/fuzz/shell commands in dom0 of one boot",
+        description="Run harness commands (certify, fuzz, shell: each one quoted command "
+                    "line, as given to sndif-harness, --platform xen-qemu implied) in dom0 "
+                    "of one boot of real Xen under QEMU, one after another, each exactly "
+                    "as it runs alone: its options, its out directory (each its own), its "
+                    "output (printed in turn) and its exit status. Every command is "
+                    "checked before the boot. Exit: the highest of the commands' "
+                    "statuses; 2 when one cannot run in a batch (nothing booted).")
+    b.add_argument("commands", nargs="+", metavar="COMMAND",
+                   help="a harness command line, e.g. 'fuzz --budget 60s --out f'")
+    b.add_argument("--out", default=None,
+                   help="directory for the boot's serial log and dom0's script (default: "
+                        "reports/xen-qemu-batch-<time>)")
+    b.set_defaults(handler=_batch)

@@ -91,10 +91,8 @@ def _certify_in_guest(args: argparse.Namespace, report_dir: Path) -> int:
     inner.backend, inner.defect = "attach", []
     guest_args = pytest_args(inner, Path(GUEST_REPORT_DIR), Path(guest_python.SRC) / "suites")
     files = " ".join(GUEST_REPORT)
-    # (no hypothesis plugin: the suites do not use it, and it would load its native module
-    # under emulation only to print a summary line)
-    command = guest_python.python_command(["-m", "pytest", "-p", "no:cacheprovider", "-p",
-                                           "no:hypothesispytest", *guest_args]) + f"""
+    command = guest_python.python_command(["-m", "pytest", "-p", "no:cacheprovider",
+                                           *guest_args]) + f"""
 rc=$?
 g certify-done rc=$rc
 cd {GUEST_REPORT_DIR} && tar czf /tmp/report.tgz $(ls {files} 2>/dev/null)

@@ -12,9 +12,14 @@ import argparse
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.xenqemu import ENV_EXIT, XenQemuError, said, scripts
+
+if TYPE_CHECKING:
+    from harness.xenqemu.prepare import Prepared
 
 #: after the boot stages, the command's own; its budget is generous (Python under TCG runs
 #: ~20x slower than on the host) and bounded
@@ -31,12 +36,50 @@ DOM0_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "CI": "",
             "COLUMNS": "120"}
 
 
-def _stages(name: str, budget: float) -> list[tuple[str, str, float]]:
+class Planned(BaseException):
+    """How :func:`run_in_dom0` leaves a command a batch is planning: not an error (a
+    BaseException, so that no handler of the command takes it for one)."""
+
+
+@dataclass
+class Batch:
+    """Several dom0 commands in one boot (:mod:`harness.xenqemu.batch`): each command is
+    run once to plan it (its call of :func:`run_in_dom0` recorded and left by
+    :class:`Planned`), then, after the boot, once more to take its outcome."""
+    active: bool = False
+    planning: bool = False
+    planned: list[tuple[scripts.Dom0Step, float]] = field(default_factory=list)
+    #: the outcome of the command being finished, until it takes it
+    outcome: tuple[int, str] | None = None
+
+    @property
+    def finishing(self) -> bool:
+        return self.active and not self.planning
+
+    def take(self, step: scripts.Dom0Step, budget: float) -> tuple[int, str]:
+        if self.planning:
+            self.planned.append((step, budget))
+            raise Planned
+        outcome, self.outcome = self.outcome, None
+        if outcome is None:
+            raise RuntimeError(f"{step.name}: a batch's command ran in dom0 twice")
+        return outcome
+
+
+BATCH = Batch()
+
+
+def _step_stages(stage: str, budget: float) -> list[tuple[str, str, float]]:
+    return [(f"{stage}-start", rf"@@SNDIF stage {re.escape(stage)}-start", 60),
+            (f"{stage}-done", rf"@@SNDIF stage {re.escape(stage)}-done", budget)]
+
+
+def _stages(steps: list[tuple[scripts.Dom0Step, float]]) -> list[tuple[str, str, float]]:
+    """Xen's and dom0's boot, each step's start and end, dom0's end."""
     from harness.xenqemu.run import STAGES
 
     boot = [s for s in STAGES if s[0] in ("xen", "dom0-linux", "dom0-init", "toolstack", "9p")]
-    return [*boot, (f"{name}-start", rf"@@SNDIF stage {name}-start", 60),
-            (f"{name}-done", rf"@@SNDIF stage {name}-done", budget),
+    return [*boot, *(st for step, budget in steps for st in _step_stages(step.stage, budget)),
             ("dom0-done", r"@@SNDIF stage dom0-done", 30)]
 
 
@@ -52,29 +95,46 @@ def run_in_dom0(name: str, argv: list[str], out: Path, *, cwd: Path,
                 say: Callable[[str], None] | None = None) -> tuple[int, str]:
     """Boot, run ``argv`` (a command line, the harness's Python first) as domain 0 with
     ``out`` shared at its host path, and stop. Returns the command's exit status in dom0
-    (or :data:`ENV_EXIT` when a stage failed, named on stderr) and its console output."""
+    (or :data:`ENV_EXIT` when a stage failed, named on stderr) and its console output.
+    Within a batch (:mod:`harness.xenqemu.batch`) the command is planned instead, or its
+    outcome from the batch's one boot returned."""
     from harness.xenqemu.prepare import prepare
-    from harness.xenqemu.run import RunResult, boot
 
-    say = say or _say
+    step = scripts.Dom0Step(name, argv, str(cwd), str(out), DOM0_ENV, name)
+    if BATCH.active:
+        return BATCH.take(step, budget)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dom0-run.sh").write_text(scripts.dom0_command(
-        name=name, argv=argv, cwd=str(cwd), out_in_chroot=str(out), env=DOM0_ENV))
+    (out / "dom0-run.sh").write_text(scripts.dom0_command(step))
     try:
-        prepared = prepare(say=say)
+        prepared = prepare(say=say or _say)
     except XenQemuError as exc:
         return said("sndif-harness", exc), ""
+    return boot_steps(prepared, out, [(step, budget)], [], say or _say)[0]
+
+
+def boot_steps(prepared: Prepared, out: Path, steps: list[tuple[scripts.Dom0Step, float]],
+               shares: list[Path], say: Callable[[str], None]) -> list[tuple[int, str]]:
+    """One boot running ``steps`` (each with its budget) from ``out``/dom0-run.sh;
+    each one's exit status in dom0 (:data:`ENV_EXIT` when it did not end, the stage that
+    failed named on stderr) and its console output."""
+    from harness.xenqemu.run import RunResult, boot
+
     result = RunResult(out=out)
-    boot(prepared, out, 0.0, result, say, stages=_stages(name, budget))
-    log = out / f"{name}.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
+    boot(prepared, out, 0.0, result, say, stages=_stages(steps), shares=shares)
+    serial = (out / "serial.log").read_text(errors="replace") \
+        if (out / "serial.log").exists() else ""
     if result.failed_stage is not None:
-        print(f"sndif-harness {name}: real Xen under QEMU: stage {result.failed_stage}: "
-              f"{result.failure}; serial log {out / 'serial.log'}", file=sys.stderr)
-        return ENV_EXIT, text
-    serial = (out / "serial.log").read_text(errors="replace")
-    m = re.search(rf"@@SNDIF stage {name}-done rc=(\d+)", serial)
-    return (int(m.group(1)) if m else ENV_EXIT), text
+        print(f"sndif-harness {steps[0][0].name}: real Xen under QEMU: stage "
+              f"{result.failed_stage}: {result.failure}; serial log {out / 'serial.log'}",
+              file=sys.stderr)
+    outcomes = []
+    for step, _budget in steps:
+        log = Path(step.out_in_chroot) / f"{step.name}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        # its status once it ended, whatever failed after it
+        m = re.search(rf"@@SNDIF stage {re.escape(step.stage)}-done rc=(\d+)", serial)
+        outcomes.append((int(m.group(1)) if m else ENV_EXIT, text))
+    return outcomes
 
 
 def rerun_in_dom0(args: argparse.Namespace, out: Path, positionals: list[str], *,

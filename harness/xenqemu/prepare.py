@@ -8,6 +8,8 @@ goes in, the host's busybox/ALSA/libc versions and this package's recipe files):
     root/          all of them unpacked with dpkg -x
     build/xen      the hypervisor (gunzipped: QEMU's multiboot loader takes the ELF)
     build/vmlinuz  the Debian kernel, dom0 and guest alike
+    build/vmlinux  the same kernel's ELF, unpacked from it: Xen's and libxl's domain
+                   builders then skip inflating it (XZ) under emulation, 6 s a domain
     build/dom0.cpio.gz, build/guest.cpio.gz
     build/signal.raw   the known signal the guest plays (S16_LE, 48 kHz, stereo)
     prepared.json  the versions, written last: its presence means the entry is complete
@@ -23,14 +25,17 @@ import fcntl
 import gzip
 import hashlib
 import json
+import lzma
 import os
 import random
 import re
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +99,13 @@ class Prepared:
     @property
     def vmlinuz(self) -> Path:
         return self.dir / "build" / "vmlinuz"
+
+    @property
+    def kernel(self) -> Path:
+        """The kernel the domains boot: the unpacked ELF, or the bzImage when its
+        compression is not one Python inflates."""
+        elf = self.dir / "build" / "vmlinux"
+        return elf if elf.exists() else self.vmlinuz
 
     @property
     def dom0_initrd(self) -> Path:
@@ -304,6 +316,9 @@ def _build_into(tmp: Path, versions: dict[str, str], say: Callable[[str], None])
             open(build / "xen", "wb") as dst:
         shutil.copyfileobj(src, dst)
     shutil.copyfile(unpacked / f"boot/vmlinuz-{kver}", build / "vmlinuz")
+    elf = vmlinux((build / "vmlinuz").read_bytes())
+    if elf is not None:
+        (build / "vmlinux").write_bytes(elf)
     signal = known_signal(MAX_SECONDS * RATE)
     (build / "signal.raw").write_bytes(signal)
     done()
@@ -333,6 +348,28 @@ def _build_into(tmp: Path, versions: dict[str, str], say: Callable[[str], None])
     shutil.rmtree(dom0)
     done()
     return kver
+
+
+def vmlinux(bzimage: bytes) -> bytes | None:
+    """The ELF kernel inside a bzImage (Linux's boot protocol: the setup header's
+    ``payload_offset``), or None when it is not an XZ or gzip payload holding an ELF."""
+    if len(bzimage) < 0x250 or bzimage[0x202:0x206] != b"HdrS":
+        return None
+    setup_sects = bzimage[0x1F1] or 4
+    (offset,) = struct.unpack_from("<I", bzimage, 0x248)
+    payload = bzimage[(setup_sects + 1) * 512 + offset:]
+    inflate: lzma.LZMADecompressor | zlib._Decompress
+    if payload.startswith(b"\xfd7zXZ\x00"):
+        inflate = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    elif payload.startswith(b"\x1f\x8b"):
+        inflate = zlib.decompressobj(wbits=31)
+    else:
+        return None
+    try:
+        elf = inflate.decompress(payload)
+    except (lzma.LZMAError, zlib.error):
+        return None
+    return elf if inflate.eof and elf.startswith(b"\x7fELF") else None
 
 
 # -------------------------------------------------------------------- image trees

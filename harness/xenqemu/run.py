@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -161,7 +161,7 @@ def reference_backend(out: Path) -> Backend:
 CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16"
 
 
-def qemu_argv(p: Prepared, out: Path) -> list[str]:
+def qemu_argv(p: Prepared, out: Path, shares: Sequence[Path] = ()) -> list[str]:
     # -cpu: qemu64 with x86-64-v2's features (numpy's wheels need SSE4.2 and POPCNT:
     # SIGILL on plain qemu64), without SMAP (QEMU 7.2's TCG IRET helper trips it on a PV
     # kernel's ring-3 stack; fixed in QEMU 9.1), XSAVE or AVX: with -cpu max,-smap (AVX2
@@ -180,13 +180,17 @@ def qemu_argv(p: Prepared, out: Path) -> list[str]:
             "-kernel", str(p.xen),
             "-append", "console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all "
                        "dom0_mem=1024M,max:1024M bootscrub=0 noreboot",
-            "-initrd", f"{p.vmlinuz} console=hvc0 earlyprintk=xen rdinit=/init "
-                       f"loglevel=4,{p.dom0_initrd}",
+            "-initrd", f"{p.kernel} console=hvc0 earlyprintk=xen rdinit=/init "
+                       f"loglevel=4 sndif.guest_kernel={p.kernel},{p.dom0_initrd}",
             "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,"
                       "multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
             "-fsdev", f"local,id=out,path={out},security_model=none,multidevs=remap",
-            "-device", "virtio-9p-pci,fsdev=out,mount_tag=out"]
+            "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
+            # more directories shared with dom0: tags out1, out2, ... (a batch's outs)
+            *(a for i, d in enumerate(shares, 1) for a in (
+                "-fsdev", f"local,id=out{i},path={d},security_model=none,multidevs=remap",
+                "-device", f"virtio-9p-pci,fsdev=out{i},mount_tag=out{i}"))]
 
 
 def nbytes_for(seconds: float) -> int:
@@ -320,10 +324,12 @@ def compile_for_dom0() -> None:
 
 def boot(p: Prepared, out: Path, seconds: float, result: RunResult,
           say: Callable[[str], None],
-          stages: list[tuple[str, str, float]] | None = None) -> None:
-    """One boot, followed stage by stage (``stages``: the guest's play by default)."""
+          stages: list[tuple[str, str, float]] | None = None,
+          shares: Sequence[Path] = ()) -> None:
+    """One boot, followed stage by stage (``stages``: the guest's play by default);
+    ``shares``: directories shared with dom0 beside ``out`` (see :func:`qemu_argv`)."""
     compile_for_dom0()
-    argv = qemu_argv(p, out)
+    argv = qemu_argv(p, out, shares)
     if stages is None:
         stages = _stages(result.capture)
     (out / "qemu-argv.txt").write_text("\n".join(argv) + "\n")

@@ -17,6 +17,7 @@ host kills QEMU on its own timeout in any case.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 GUEST_NAME = "sndguest"
 #: the file plugin's output: every frame the backend wrote to ALSA, exactly as written
@@ -26,6 +27,9 @@ BACKEND_LOG = "backend.log"
 #: dom0's memory while it runs (as the log is) and copied out with it
 BACKEND_TRACE = "backend-trace.jsonl"
 CERTIFY_LOG = "certify.log"
+#: what a backend in dom0 logs once it watches its XenStore directory (snd_be: "Set
+#: watch: <it>", the reference backend: "watching <it>")
+WATCH_LOGGED = "/local/domain/0/backend/vsnd"
 CONSOLE_DIR = "console"
 GUEST_LOG = f"{CONSOLE_DIR}/guest-{GUEST_NAME}.log"
 
@@ -62,9 +66,14 @@ mark stage toolstack
 for m in virtio_pci 9pnet_virtio 9p; do modprobe $m || fail 9p "modprobe $m"; done
 mkdir -p /out /host
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail 9p "mount out"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro hostroot /host \
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro,cache=loose hostroot /host \
   || fail 9p "mount hostroot"
 mkdir -p /out/console
+# the guests' kernel: the ELF the host's cache holds when the boot names it (libxl then
+# has no XZ to inflate), else the bzImage in this image
+k=$(sed -n 's/.*sndif\.guest_kernel=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$k" ] && [ -r "/host$k" ]; then ln -s "/host$k" /guest/vmlinux
+else ln -s vmlinuz /guest/vmlinux; fi
 xenconsoled --log=guest --log-dir=/out/console || fail 9p "xenconsoled"
 mark stage 9p
 [ -f /out/dom0-run.sh ] || fail 9p "no dom0-run.sh in the out share"
@@ -145,7 +154,7 @@ def guest_cfg(frames: int, unique_id: str, rate: int,
                     f"name=dev1', 'stream, unique-id={unique_id}, type=P'{capture} ]]")
     return f"""name = "{GUEST_NAME}"
 type = "pv"
-kernel = "/guest/vmlinuz"
+kernel = "/guest/vmlinux"
 ramdisk = "{ramdisk}"
 extra = "console=hvc0 rdinit=/init loglevel={loglevel} sndif.frames={frames} sndif.plays={plays}\
 {' sndif.capture=1' if capture_id else ''}"
@@ -217,9 +226,15 @@ chroot /host /usr/bin/env -i PATH=/usr/bin:/bin HOME=/tmp {env} {argv} \\
 BE=$!
 # the backend logs to dom0's memory (copied out at the end): a line per 9p write would
 # slow it down enough to starve the stream.
-# libxl waits 10 s for the backend to reach InitWait: it must be watching first
-usleep {int(ready_wait * 1_000_000)}
-kill -0 $BE 2>/dev/null || fail backend-start "the backend exited at start"
+# libxl waits 10 s for the backend to reach InitWait: it must be watching first. Both
+# backends log the path of the watch they set; one that does not gets {ready_wait} s.
+i=0
+until grep -q {shlex.quote(WATCH_LOGGED)} /run/{BACKEND_LOG}; do
+  kill -0 $BE 2>/dev/null || fail backend-start "the backend exited at start"
+  [ $i -ge {int(ready_wait * 4)} ] && break
+  usleep 250000
+  i=$((i+1))
+done
 mark stage backend-start
 xl -v create -e /out/guest.cfg >/out/xl-create.log 2>&1
 rc=$?
@@ -256,8 +271,7 @@ while [ $i -lt {guest_timeout * 2} ]; do
 done
 # what the guest said between the last relay and the end
 relay
-i=0
-while xl domid {GUEST_NAME} >/dev/null 2>&1 && [ $i -lt 20 ]; do usleep 500000; i=$((i+1)); done
+# all it has to say is said: its own power-off would only cost seconds more
 xl destroy {GUEST_NAME} >/dev/null 2>&1
 mark stage guest-gone
 stop_backend
@@ -266,34 +280,64 @@ sync
 """
 
 
-def dom0_command(*, name: str, argv: list[str], cwd: str, out_in_chroot: str,
-                 env: dict[str, str]) -> str:
-    """The run's script in dom0 for a harness command on real Xen (``name``: certify,
-    fuzz, shell): the harness itself runs in the chroot of the host's root (read-only;
-    dom0's own /tmp and /run bound over it, the out share at its host path) as domain 0,
-    playing the frontend of a device whose backend it starts in dom0 too (both ends in one
-    domain: the grants, event channels and XenStore are Xen's own). Its output goes to
-    ``<name>.log`` in the out share; the stages are ``<name>-start`` and ``<name>-done``."""
-    env_s = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
-    cmd = shlex.quote(f"cd {shlex.quote(cwd)} && exec "
-                      + " ".join(shlex.quote(a) for a in argv))
-    out = shlex.quote(out_in_chroot)
-    log = f"{name}.log"
-    return _COMMON + f"""
+@dataclass(frozen=True)
+class Dom0Step:
+    """One harness command for dom0 (``name``: certify, fuzz, shell): its command line,
+    the directory it starts in, its environment, its out directory on the host and the
+    tag of the stage its start and end are marked with."""
+    name: str
+    argv: list[str]
+    cwd: str
+    out_in_chroot: str
+    env: dict[str, str]
+    stage: str
+
+
+def dom0_command(step: Dom0Step) -> str:
+    """The run's script in dom0 for a harness command on real Xen: the harness itself
+    runs in the chroot of the host's root (read-only; dom0's own /tmp and /run bound over
+    it, the out share at its host path) as domain 0, playing the frontend of a device
+    whose backend it starts in dom0 too (both ends in one domain: the grants, event
+    channels and XenStore are Xen's own). Its output goes to ``<name>.log`` in the out
+    share; the stages are ``<stage>-start`` and ``<stage>-done``."""
+    return dom0_batch([(step, "/out")])
+
+
+def dom0_batch(steps: list[tuple[Dom0Step, str]]) -> str:
+    """:func:`dom0_command` for several commands in turn, each with its out directory
+    shared where dom0 mounts it (the second of each pair: ``/out`` for the run's own
+    share, else the tag of a share of its own, ``/outN`` for tag ``outN``)."""
+    first = steps[0][0].stage
+    text = _COMMON + f"""
 export PATH=/usr/lib/xen-4.17/bin:/usr/sbin:/usr/bin:/sbin:/bin
 for d in proc sys dev run; do
-  mount -o bind /$d /host/$d || fail {name}-start "bind /$d"
+  mount -o bind /$d /host/$d || fail {first}-start "bind /$d"
 done
 # the host's /tmp stays visible (the checkout or the report may live there): temporary
 # files go to dom0's memory instead (TMPDIR)
 mkdir -p /run/tmp
-mount -o bind /out /host{out} || fail {name}-start "bind out"
-mark stage {name}-start
+"""
+    for step, share in steps:
+        if share != "/out":
+            text += f"""mkdir -p {share}
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 {share[1:]} {share} \
+  || fail {step.stage}-start "mount {share[1:]}"
+"""
+        text += f"""mount -o bind {share} /host{shlex.quote(step.out_in_chroot)} \
+  || fail {step.stage}-start "bind out"
+"""
+    for step, share in steps:
+        env_s = " ".join(shlex.quote(f"{k}={v}") for k, v in step.env.items())
+        cmd = shlex.quote(f"cd {shlex.quote(step.cwd)} && exec "
+                          + " ".join(shlex.quote(a) for a in step.argv))
+        log = f"{step.name}.log"
+        text += f"""mark stage {step.stage}-start
 chroot /host /usr/bin/env -i PATH=/usr/bin:/bin HOME=/run/tmp TMPDIR=/run/tmp {env_s} \
-  /bin/sh -c {cmd} \\
-  >/run/{log} 2>&1 </dev/null
+  /bin/sh -c {cmd} \
+  >/run/{step.stage}.log 2>&1 </dev/null
 rc=$?
-cp /run/{log} /out/{log}
-mark stage {name}-done rc=$rc
+cp /run/{step.stage}.log {share}/{log}
+mark stage {step.stage}-done rc=$rc
 sync
 """
+    return text

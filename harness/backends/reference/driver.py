@@ -111,6 +111,7 @@ class ReferenceBackend:
         if self.defects:
             log.warning("running with defects: %s", ", ".join(self.defects.sorted()))
         self.store.watch(self.root, ROOT_TOKEN)  # fires once now: finds existing devices
+        log.info("watching %s", self.root)  # a toolstack may create devices now
         forwarder = threading.Thread(target=self._forward_watches, daemon=True,
                                      name="vsnd-be-watch")
         forwarder.start()
