@@ -8,10 +8,10 @@ Linux frontend judged (certify-frontend, with its audio and its requests' parity
 one boot (``xen-qemu batch``) dom0's certification, fuzz, and snd_be through shell and fuzz.
 
 Costs five boots (about 1-2 minutes each on 2 cores; the certification in the guest adds
-its own ~4 minutes, the batch's four commands ~5) plus, the first time, the preparation (about 15 s with the packages
-at hand) and the snd_be build (about 20 s). Outside CI it is skipped only when the host
-lacks QEMU, busybox-static, cpio or alsa-utils; under CI=true it always runs
-(tests/requires.py)."""
+its own ~4 minutes, the batch's four commands ~5) plus, the first time, the preparation
+(about 15 s with the packages at hand) and the snd_be build (about 20 s). Outside CI it is
+skipped only when the host lacks QEMU, busybox-static, cpio or alsa-utils; under CI=true
+it always runs (tests/requires.py)."""
 
 from __future__ import annotations
 
