@@ -215,3 +215,44 @@ def test_gntshr_granting_side(sim: Sim, gt: Gnttab) -> None:
         assert gt.errno() == errno.EINVAL
     finally:
         assert gt.xengntshr_close(h) == 0
+
+
+PAST_THE_END = """
+import ctypes, os, sys
+lib = ctypes.CDLL(os.path.join(sys.argv[1], "libxengnttab.so.1"), use_errno=True)
+lib.xengnttab_open.restype = ctypes.c_void_p
+lib.xengnttab_open.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+lib.xengnttab_map_domain_grant_refs.restype = ctypes.c_void_p
+lib.xengnttab_map_domain_grant_refs.argtypes = [
+    ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
+    ctypes.c_int]
+h = lib.xengnttab_open(None, 0)
+refs = [int(r) for r in sys.argv[2:]]
+# the second mapping first: mmap places the next one right below it
+b = lib.xengnttab_map_domain_grant_refs(h, 1, 1, (ctypes.c_uint32 * 1)(refs[2]), 1)
+a = lib.xengnttab_map_domain_grant_refs(h, 2, 1, (ctypes.c_uint32 * 2)(*refs[:2]), 1)
+assert a and b, os.strerror(ctypes.get_errno())
+print("inside", ctypes.string_at(a + 2 * 4096 - 2, 2), "next", hex(b - a), flush=True)
+print("past the end", ctypes.string_at(a + 2 * 4096, 1), flush=True)
+"""
+
+
+def test_an_access_past_a_mapping_faults_as_on_real_xen(sim: Sim, gt: Gnttab) -> None:
+    """A backend that reads past the pages it mapped (snd_be's unchecked out-of-bounds
+    READ) dies of SIGSEGV on real Xen; here too, though another mapping may lie right
+    after: a page of each mapping's reservation is left inaccessible."""
+    import signal
+    import subprocess
+    import sys
+
+    g1 = sim.domain(1, store=False).grants
+    pages = g1.alloc_pages(3)
+    pages.view[:] = b"\x01" * (3 * PAGE)
+    refs = [g1.grant(pages, i, 0) for i in range(3)]
+    env = {**os.environ, **{k: v for k, v in sim.env(0).items() if k.startswith("XEN")}}
+    proc = subprocess.run([sys.executable, "-c", PAST_THE_END, str(build.build_libs()),
+                           *map(str, refs)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert "inside b'\\x01\\x01'" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == -signal.SIGSEGV and "past the end" not in proc.stdout, \
+        (proc.returncode, proc.stdout, proc.stderr)

@@ -4,8 +4,9 @@
  *
  * A handle is one connection to the domain's hypervisor socket; the sim ties mappings and
  * shared pages to it, so closing the handle (or dying) releases them. The sim passes one
- * memfd per page; N pages become one contiguous mapping (a PROT_NONE reservation with each
- * page mapped over its slot by MAP_FIXED). A handle may be used by many threads at once.
+ * memfd per page; N pages become one contiguous mapping (a PROT_NONE reservation one page
+ * longer, each page mapped over its slot by MAP_FIXED, the last left as a guard). A handle
+ * may be used by many threads at once.
  */
 #include "simhv.h"
 
@@ -171,9 +172,18 @@ static int set_notify(struct xengntdev_handle *h, uint32_t op, uint32_t id, uint
     return 0;
 }
 
+/* The address space a mapping of npages takes: its pages, then one left PROT_NONE. An
+ * access past the pages a process mapped then faults, as past a gntdev mapping on real
+ * Xen (snd_be's unchecked out-of-bounds READ dies of SIGSEGV there); without the guard,
+ * the next mapping, placed right after by mmap, would be read instead. */
+static size_t span(uint32_t npages)
+{
+    return ((size_t)npages + 1) * PAGE;
+}
+
 static void *reserve(uint32_t npages)
 {
-    void *a = mmap(NULL, (size_t)npages * PAGE, PROT_NONE,
+    void *a = mmap(NULL, span(npages), PROT_NONE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return a == MAP_FAILED ? NULL : a;
 }
@@ -207,7 +217,7 @@ static void close_handle(struct xengntdev_handle *h)
     h->magic = 0;
     for (r = h->regions; r; r = next) {
         next = r->next;
-        munmap(r->addr, (size_t)r->npages * PAGE);
+        munmap(r->addr, span(r->npages));
         /* release synchronously (the sim would also do it when it notices the closed
          * connection, but later): gone when close returns, as with the Linux devices */
         if (h->kind == KIND_TAB)
@@ -328,7 +338,7 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
         if (map_run(h, addr + (size_t)i * PAGE, dom, refs + i, n, prot,
                     &r->ids[r->nids]) < 0) {
             int e = errno;
-            munmap(addr, (size_t)count * PAGE);
+            munmap(addr, span(count));
             send_unmaps(h, r->ids, r->nids);
             pthread_mutex_unlock(&h->lock);
             region_free(r);
@@ -342,7 +352,7 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
         set_notify(h, SIMHV_GNT_MAP_NOTIFY, r->ids[0], count, notify_offset, notify_port) < 0) {
         /* libxengnttab: a refused SET_UNMAP_NOTIFY fails the map */
         int e = errno;
-        munmap(addr, (size_t)count * PAGE);
+        munmap(addr, span(count));
         send_unmaps(h, r->ids, r->nids);
         pthread_mutex_unlock(&h->lock);
         region_free(r);
@@ -353,7 +363,7 @@ static void *map_refs(struct xengntdev_handle *h, uint32_t count, const uint32_t
      * foreign pages (else it would keep them past unmap and revoke) */
     if (madvise(addr, (size_t)count * PAGE, MADV_DONTFORK) < 0) {
         int e = errno;
-        munmap(addr, (size_t)count * PAGE);
+        munmap(addr, span(count));
         send_unmaps(h, r->ids, r->nids);
         pthread_mutex_unlock(&h->lock);
         region_free(r);
@@ -420,7 +430,7 @@ EXPORT int xengnttab_unmap(xengnttab_handle *xgt, void *start_address, uint32_t 
         errno = EINVAL;
         return -1;
     }
-    munmap(r->addr, (size_t)r->npages * PAGE);
+    munmap(r->addr, span(r->npages));
     send_unmaps(xgt, r->ids, r->nids); /* the sim does any unmap notification */
     pthread_mutex_unlock(&xgt->lock);
     region_free(r);
@@ -576,7 +586,7 @@ static void *share(xengntshr_handle *h, uint32_t domid, int count, uint32_t *ref
     return addr;
 fail:
     e = errno;
-    munmap(addr, (size_t)n * PAGE);
+    munmap(addr, span(n));
     send_free(h, r->ids, r->nids);
     pthread_mutex_unlock(&h->lock);
     region_free(r);
@@ -613,7 +623,7 @@ EXPORT int xengntshr_unshare(xengntshr_handle *xgs, void *start_address, uint32_
         errno = EINVAL;
         return -1;
     }
-    munmap(r->addr, (size_t)r->npages * PAGE);
+    munmap(r->addr, span(r->npages));
     rc = send_free(xgs, r->ids, r->nids); /* ends foreign access; mapped grants stay busy */
     pthread_mutex_unlock(&xgs->lock);
     region_free(r);
