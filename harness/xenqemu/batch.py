@@ -75,7 +75,8 @@ def run_batch(lines: list[str], out: Path, say: Callable[[str], None]) -> int:
     except BatchError as exc:
         print(f"sndif-harness xen-qemu batch: {exc}", file=sys.stderr)
         return 2
-    bad = check_out_dir(out.resolve(), "--out")
+    out = out.resolve()  # QEMU's share and dom0's binds want it absolute
+    bad = check_out_dir(out, "--out")
     if bad:
         print(f"sndif-harness xen-qemu batch: {bad}", file=sys.stderr)
         return 2
@@ -96,11 +97,12 @@ def run_batch(lines: list[str], out: Path, say: Callable[[str], None]) -> int:
              for n, (step, budget) in enumerate(BATCH.planned, 1)]
     shares = [Path(step.out_in_chroot) for step, _ in steps]
     try:
-        _check_shares(shares, out.resolve())
+        _check_shares(shares, out)
     except BatchError as exc:
         print(f"sndif-harness xen-qemu batch: {exc}; nothing booted", file=sys.stderr)
         return 2
-    argvs = [[a[0], OUT_OPTION[a[0]], str(d), *a[1:]] for a, d in zip(argvs, shares, strict=True)]
+    argvs = [[a[0], OUT_OPTION[a[0]], str(d), *a[1:]]
+             for a, d in zip(argvs, shares, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "dom0-run.sh").write_text(scripts.dom0_batch(
         [(step, f"/out{n}") for n, (step, _) in enumerate(steps, 1)]))
