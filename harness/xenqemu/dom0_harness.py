@@ -103,13 +103,14 @@ def run_in_dom0(name: str, argv: list[str], out: Path, *, cwd: Path,
     step = scripts.Dom0Step(name, argv, str(cwd), str(out), DOM0_ENV, name)
     if BATCH.active:
         return BATCH.take(step, budget)
+    say = say or _say
     out.mkdir(parents=True, exist_ok=True)
     (out / "dom0-run.sh").write_text(scripts.dom0_command(step))
     try:
-        prepared = prepare(say=say or _say)
+        prepared = prepare(say=say)
     except XenQemuError as exc:
         return said("sndif-harness", exc), ""
-    return boot_steps(prepared, out, [(step, budget)], [], say or _say)[0]
+    return boot_steps(prepared, out, [(step, budget)], [], say)[0]
 
 
 def boot_steps(prepared: Prepared, out: Path, steps: list[tuple[scripts.Dom0Step, float]],
